@@ -1,0 +1,18 @@
+#!/usr/bin/env node
+// postgrest-sessions <command>: one entry point, one small module per command.
+
+import { Command } from "commander";
+import { applyExitCodes } from "./commands/common.js";
+import { deployLocalCommand } from "./commands/deploy-local.js";
+import { md2sqlCommand } from "./commands/md2sql.js";
+
+export function buildProgram(): Command {
+  const program = new Command("postgrest-sessions")
+    .description("Cookie sessions for PostgREST: compile, run, test and deploy a literate SQL app")
+    .addCommand(md2sqlCommand())
+    .addCommand(deployLocalCommand());
+  applyExitCodes(program);
+  return program;
+}
+
+await buildProgram().parseAsync(process.argv);

