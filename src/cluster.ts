@@ -174,6 +174,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     (options.templateCache ?? true) && process.env.POSTGREST_SESSIONS_NO_CACHE !== "1";
 
   const dir = makeTempDir();
+  log(`cluster directory ${dir}`);
   const dataDir = join(dir, "data");
   const socketDir = dir;
   const logFile = join(dir, "postgres.log");

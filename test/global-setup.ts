@@ -1,0 +1,62 @@
+// One deploy-local instance of app.sql.md for the whole test run, on a free
+// port; every test file reaches it through `inject`. The pgTAP extension is
+// required: when the chosen PostgreSQL lacks it, it is installed where we can
+// (root on Debian/Ubuntu) and otherwise the run fails with the exact command.
+
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import type { ClientConfig } from "pg";
+import type { TestProject } from "vitest/node";
+import { deployLocal, type LocalDeployment, pgTapInstallHint } from "../src/deploy.js";
+import type { PgTapRun } from "../src/pgtap.js";
+import { freePort } from "../src/postgrest.js";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    apiUrl: string;
+    database: ClientConfig;
+    /** The cluster's temp directory, for tests that restart parts of it. */
+    clusterDir: string;
+    /** The in-database suite's results from loading app.sql.md. */
+    pgtap: PgTapRun | undefined;
+  }
+}
+
+function canInstallPackages(): boolean {
+  return process.getuid?.() === 0 && existsSync("/usr/bin/apt-get");
+}
+
+async function deploy(): Promise<LocalDeployment> {
+  return deployLocal({ file: "app.sql.md", port: await freePort() });
+}
+
+let deployment: LocalDeployment | undefined;
+
+export async function setup(project: TestProject): Promise<void> {
+  deployment = await deploy();
+  if (deployment.testsSkippedBecause) {
+    const major = deployment.cluster.bin.major;
+    const systemPostgres = deployment.cluster.bin.binDir.startsWith("/usr/lib/postgresql/");
+    await deployment.stop();
+    if (!canInstallPackages() || !systemPostgres) {
+      throw new Error(
+        `pgTAP is required by the test suite and is missing for PostgreSQL ${major}: ` +
+          `install it with \`${pgTapInstallHint(major)}\` (or set PG_BIN to a PostgreSQL that has it)`,
+      );
+    }
+    process.stderr.write(`installing pgTAP: ${pgTapInstallHint(major)}\n`);
+    execFileSync("apt-get", ["install", "-y", "-qq", `postgresql-${major}-pgtap`], {
+      stdio: "inherit",
+      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+    });
+    deployment = await deploy();
+  }
+  project.provide("apiUrl", deployment.url);
+  project.provide("database", deployment.cluster.connectionConfig(deployment.database));
+  project.provide("clusterDir", deployment.cluster.dir);
+  project.provide("pgtap", deployment.pgtap);
+}
+
+export async function teardown(): Promise<void> {
+  await deployment?.stop();
+}

@@ -1,0 +1,157 @@
+// The cluster and deploy-local leave nothing behind: no process, no directory.
+
+import { existsSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import pg from "pg";
+import { describe, expect, it } from "vitest";
+import { startCluster } from "../src/cluster.js";
+import { freePort } from "../src/postgrest.js";
+import { clusterDirOf, spawnCli, waitForReady } from "./support/deploy-local-process.js";
+
+const MINIMAL = "test/fixtures/minimal.sql.md";
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** PIDs of postgres/postgrest processes whose command line mentions `needle`. */
+async function processesMentioning(needle: string): Promise<number[]> {
+  const { readdirSync, readFileSync } = await import("node:fs");
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8").replaceAll("\0", " ");
+      if (cmdline.includes(needle)) pids.push(Number(entry));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return pids;
+}
+
+describe("throwaway cluster", () => {
+  it("starts, answers a query, and stop removes the process and the directory", async () => {
+    const cluster = await startCluster();
+    const client = new pg.Client(cluster.connectionConfig());
+    await client.connect();
+    const { rows } = await client.query<{ tz: string; enc: string }>(
+      "select current_setting('TimeZone') as tz, current_setting('server_encoding') as enc",
+    );
+    expect(rows[0]).toEqual({ tz: "UTC", enc: "UTF8" });
+    await client.end();
+    const pids = await processesMentioning(cluster.dir);
+    expect(pids.length).toBeGreaterThan(0);
+    await cluster.stop();
+    await cluster.stop(); // idempotent
+    expect(existsSync(cluster.dir)).toBe(false);
+    expect(pids.filter(processAlive)).toEqual([]);
+  });
+
+  it("restarts on the same data", async () => {
+    const cluster = await startCluster();
+    try {
+      const first = new pg.Client(cluster.connectionConfig());
+      await first.connect();
+      await first.query("create table survives (id int); insert into survives values (7)");
+      await first.end();
+      await cluster.restart();
+      const second = new pg.Client(cluster.connectionConfig());
+      await second.connect();
+      const { rows } = await second.query("select id from survives");
+      expect(rows).toEqual([{ id: 7 }]);
+      await second.end();
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
+describe("deploy-local command", () => {
+  it("serves the document, and SIGINT cleans up and exits 0", async () => {
+    const port = await freePort();
+    const run = spawnCli(["deploy-local", "--port", String(port), "--file", MINIMAL]);
+    const ready = await waitForReady(run);
+    expect(ready).toContain(`http://127.0.0.1:${port}`);
+    expect(run.stdout()).toMatch(/psql: +psql -h \S+ -p \d+ -U postgres app/);
+    expect(run.stderr()).toContain("pgTAP: 2 passed, 0 failed");
+    const response = await fetch(`http://127.0.0.1:${port}/rpc/hello?name=you`);
+    expect(await response.json()).toBe("hello, you");
+    const dir = clusterDirOf(run.stdout());
+    const pids = await processesMentioning(dir);
+    expect(pids.length).toBeGreaterThan(0);
+    run.child.kill("SIGINT");
+    expect(await run.exited).toBe(0);
+    expect(existsSync(dir)).toBe(false);
+    expect(pids.filter(processAlive)).toEqual([]);
+    expect((await fetch(`http://127.0.0.1:${port}/`).catch(() => "refused"))).toBe("refused");
+  });
+
+  it("reports a port in use clearly instead of hanging", async () => {
+    const blocker: Server = createServer();
+    const port = await new Promise<number>((resolve) =>
+      blocker.listen(0, "127.0.0.1", () => {
+        const address = blocker.address();
+        resolve(typeof address === "object" && address ? address.port : 0);
+      }),
+    );
+    try {
+      const run = spawnCli(["deploy-local", "--port", String(port), "--file", MINIMAL]);
+      expect(await run.exited).toBe(1);
+      expect(run.stderr()).toContain(`port ${port} is already in use`);
+      expect(run.stdout()).not.toContain("ready");
+    } finally {
+      blocker.close();
+    }
+  });
+
+  it("runs two instances side by side on different ports", async () => {
+    const [portA, portB] = [await freePort(), await freePort()];
+    const a = spawnCli(["deploy-local", "--port", String(portA), "--file", MINIMAL]);
+    const b = spawnCli(["deploy-local", "--port", String(portB), "--file", MINIMAL]);
+    try {
+      await Promise.all([waitForReady(a), waitForReady(b)]);
+      for (const port of [portA, portB]) {
+        const response = await fetch(`http://127.0.0.1:${port}/greetings?select=greeting&order=greeting`);
+        expect(await response.json()).toEqual([{ greeting: "hey" }, { greeting: "hi" }]);
+      }
+      expect(clusterDirOf(a.stdout())).not.toBe(clusterDirOf(b.stdout()));
+    } finally {
+      a.child.kill("SIGINT");
+      b.child.kill("SIGINT");
+      expect(await a.exited).toBe(0);
+      expect(await b.exited).toBe(0);
+    }
+  });
+
+  it("rejects bad options with exit code 2, listing every problem", async () => {
+    const run = spawnCli(["deploy-local", "--port", "99999", "--pg-port", "x", "--file", MINIMAL]);
+    expect(await run.exited).toBe(2);
+    expect(run.stderr()).toContain("--port (or PORT) must be a port number");
+    expect(run.stderr()).toContain("--pg-port must be a port number");
+  });
+
+  it("fails with the document's line when the SQL is broken, and leaves nothing", async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import("node:fs");
+    const { tmpdir } = await import("node:os");
+    const dir = mkdtempSync(`${tmpdir()}/broken-doc-`);
+    const file = `${dir}/broken.sql.md`;
+    writeFileSync(file, "# Broken\n\n```sql\ncreate tabel x (id int);\n```\n");
+    try {
+      const run = spawnCli(["deploy-local", "--port", String(await freePort()), "--file", file]);
+      expect(await run.exited).toBe(1);
+      expect(run.stderr()).toContain(`${file}:4:8: error 42601: syntax error at or near "tabel"`);
+      const clusterDir = /cluster directory (\S+)/.exec(run.stderr())?.[1];
+      expect(clusterDir).toBeDefined();
+      expect(existsSync(clusterDir as string)).toBe(false);
+      expect((await processesMentioning(clusterDir as string)).filter(processAlive)).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

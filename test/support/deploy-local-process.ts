@@ -1,0 +1,62 @@
+// Runs the real `postgrest-sessions deploy-local` command as a child process
+// and waits for its "ready" line, as a user at a terminal would.
+
+import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
+
+export const ROOT = join(import.meta.dirname, "..", "..");
+export const CLI = join(ROOT, "dist", "cli.js");
+
+export interface RunningDeployLocal {
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  /** Resolves with the exit code. */
+  exited: Promise<number | null>;
+}
+
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): RunningDeployLocal {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stdout?.on("data", (chunk: Buffer) => {
+    out += chunk.toString();
+  });
+  child.stderr?.on("data", (chunk: Buffer) => {
+    err += chunk.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => {
+    child.once("exit", (code) => resolve(code));
+  });
+  return { child, stdout: () => out, stderr: () => err, exited };
+}
+
+/** Waits until stdout has a line containing `ready`, or the process exits. */
+export async function waitForReady(run: RunningDeployLocal, timeoutMs = 60_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  let exitCode: number | null | undefined;
+  void run.exited.then((code) => {
+    exitCode = code;
+  });
+  while (Date.now() < deadline) {
+    const line = run.stdout().split("\n").find((l) => l.includes("ready"));
+    if (line) return line;
+    if (exitCode !== undefined) {
+      throw new Error(`deploy-local exited with ${exitCode} before ready:\n${run.stderr()}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  run.child.kill("SIGINT");
+  throw new Error(`deploy-local was not ready within ${timeoutMs} ms:\n${run.stderr()}`);
+}
+
+/** The temp directory deploy-local printed (from its psql line). */
+export function clusterDirOf(stdout: string): string {
+  const match = / -h (\S+) /.exec(stdout);
+  if (!match?.[1]) throw new Error(`no psql line in:\n${stdout}`);
+  return match[1];
+}
