@@ -61,7 +61,7 @@ export function pgTapInstallHint(major: number): string {
   return `apt-get install postgresql-${major}-pgtap`;
 }
 
-async function createDatabase(cluster: Cluster, database: string): Promise<void> {
+export async function createDatabase(cluster: Cluster, database: string): Promise<void> {
   const admin = new pg.Client(cluster.connectionConfig("postgres"));
   await admin.connect();
   try {

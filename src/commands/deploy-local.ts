@@ -4,7 +4,8 @@
 import { Command, Option } from "commander";
 import { setSignalExitCode } from "../cleanup.js";
 import { deployLocal, type LocalDeploymentOptions } from "../deploy.js";
-import { assertNoProblems, parsePort, runAction } from "./common.js";
+import { watchDocument } from "../watch.js";
+import { assertNoProblems, parsePort, runAction, UsageError } from "./common.js";
 
 interface DeployLocalFlags {
   port?: string;
@@ -13,6 +14,7 @@ interface DeployLocalFlags {
   fixtures: boolean;
   pgBin?: string;
   pgPort?: string;
+  watch?: boolean;
 }
 
 function progress(line: string): void {
@@ -35,6 +37,10 @@ export function deployLocalCommand(): Command {
       ),
     )
     .option("--pg-port <port>", "also let PostgreSQL listen on this 127.0.0.1 port")
+    .option(
+      "-w, --watch",
+      "reload on every save: fresh database, pgTAP suite, new PostgREST; a version that fails to load never replaces the one serving",
+    )
     .action((flags: DeployLocalFlags) =>
       runAction(async () => {
         const problems: string[] = [];
@@ -53,6 +59,19 @@ export function deployLocalCommand(): Command {
         // Ctrl-C is how this command is meant to end: a clean stop is a success.
         setSignalExitCode(() => 0);
         const started = performance.now();
+        if (flags.watch) {
+          if (pgPort) throw new UsageError("--pg-port cannot be combined with --watch");
+          const session = await watchDocument(options);
+          const seconds = ((performance.now() - started) / 1000).toFixed(2);
+          const lines = [
+            `ready: ${session.url} serves ${flags.file}, watching for changes (${seconds} s)`,
+            `psql:  psql -h ${session.cluster.socketDir} -p ${session.cluster.port} -U postgres <database named in the latest reload line>`,
+            `logs:  ${session.cluster.dir}`,
+            "Press Ctrl-C to stop and remove everything.",
+          ];
+          process.stdout.write(`${lines.join("\n")}\n`);
+          return;
+        }
         const deployment = await deployLocal(options);
         const seconds = ((performance.now() - started) / 1000).toFixed(2);
         const { cluster, postgrest } = deployment;
