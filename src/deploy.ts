@@ -6,7 +6,8 @@ import { type Cluster, startCluster } from "./cluster.js";
 import { loadSql } from "./loader.js";
 import { type CompiledDocument, compileFile } from "./md2sql.js";
 import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
-import { type PostgrestProcess, startPostgrest } from "./postgrest.js";
+import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
+import { type FrontProxy, startFrontProxy } from "./proxy.js";
 
 export interface LocalDeploymentOptions {
   /** The literate document (default app.sql.md). */
@@ -31,9 +32,14 @@ export interface LocalDeploymentOptions {
 
 export interface LocalDeployment {
   readonly cluster: Cluster;
+  /** PostgREST itself, on an internal port (benchmarks talk to it directly). */
   readonly postgrest: PostgrestProcess;
+  /** The front door on the requested port: the API plus the demo page. */
+  readonly proxy: FrontProxy;
   readonly database: string;
+  /** The API's public URL (through the front door). */
   readonly url: string;
+  readonly demoUrl: string;
   /** The pgTAP result, or undefined when tests were not loaded. */
   readonly pgtap: PgTapRun | undefined;
   /** Why tests were not loaded, when they were asked for and were not. */
@@ -103,11 +109,19 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   const compileOptions = { includeFixtures: options.fixtures ?? true };
   const withTests = await compileFile(file, { ...compileOptions, includeTests: wantTests });
 
-  const cluster = await startCluster({
-    log,
-    ...(options.pgBin ? { pgBin: options.pgBin } : {}),
-    ...(options.pgPort ? { tcpPort: options.pgPort } : {}),
-  });
+  // The front door first: a port in use fails before anything is started.
+  const proxy = await startFrontProxy(options.port ?? 3000);
+  let cluster: Cluster;
+  try {
+    cluster = await startCluster({
+      log,
+      ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+      ...(options.pgPort ? { tcpPort: options.pgPort } : {}),
+    });
+  } catch (error) {
+    await proxy.close();
+    throw error;
+  }
   try {
     await createDatabase(cluster, database);
     let doc = withTests;
@@ -135,16 +149,19 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     const postgrestStarted = performance.now();
     const postgrest = await startPostgrest({
       dbUri: cluster.uri("authenticator", database),
-      port: options.port ?? 3000,
+      port: await freePort(),
       logFile: `${cluster.dir}/postgrest.log`,
       ...(options.postgrestEnv ? { extraEnv: options.postgrestEnv } : {}),
     });
+    proxy.setTarget(postgrest.port);
     log(`PostgREST ready in ${elapsed(postgrestStarted)} (total ${elapsed(started)})`);
     return {
       cluster,
       postgrest,
+      proxy,
       database,
-      url: postgrest.url,
+      url: proxy.url,
+      demoUrl: proxy.demoUrl,
       pgtap,
       testsSkippedBecause,
       connect: async () => {
@@ -153,11 +170,13 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
         return client;
       },
       stop: async () => {
+        await proxy.close();
         await postgrest.stop();
         await cluster.stop();
       },
     };
   } catch (error) {
+    await proxy.close();
     await cluster.stop();
     throw error;
   }

@@ -65,6 +65,7 @@ export function deployLocalCommand(): Command {
           const seconds = ((performance.now() - started) / 1000).toFixed(2);
           const lines = [
             `ready: ${session.url} serves ${flags.file}, watching for changes (${seconds} s)`,
+          `demo:  ${session.url}/demo/`,
             `psql:  psql -h ${session.cluster.socketDir} -p ${session.cluster.port} -U postgres <database named in the latest reload line>`,
             `logs:  ${session.cluster.dir}`,
             "Press Ctrl-C to stop and remove everything.",
@@ -77,6 +78,7 @@ export function deployLocalCommand(): Command {
         const { cluster, postgrest } = deployment;
         const lines = [
           `ready: ${deployment.url} serves ${flags.file} (${seconds} s)`,
+          `demo:  ${deployment.demoUrl}`,
           `psql:  ${cluster.psqlCommand(deployment.database)}`,
           `logs:  ${cluster.logFile} ${postgrest.logFile}`,
           "Press Ctrl-C to stop and remove everything.",

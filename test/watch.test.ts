@@ -1,0 +1,180 @@
+// Watch mode: saves reload the API; broken saves never take it down.
+
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../src/postgrest.js";
+import { type ReloadOutcome, type WatchSession, watchDocument } from "../src/watch.js";
+import { spawnCli, waitForReady } from "./support/deploy-local-process.js";
+
+const MINIMAL = readFileSync(join(import.meta.dirname, "fixtures", "minimal.sql.md"), "utf8");
+
+/** The minimal document plus one function `api.version()` returning `value`. */
+function documentWithVersion(value: string, extraSql = "", prose = ""): string {
+  return `${MINIMAL}
+## Version${prose}
+
+\`\`\`sql
+create function api.version() returns text language sql as $$ select '${value}' $$;
+grant execute on function api.version() to anonymous;
+${extraSql}
+\`\`\`
+`;
+}
+
+let dir: string;
+let file: string;
+let session: WatchSession;
+const outcomes: ReloadOutcome[] = [];
+const logLines: string[] = [];
+
+async function apiVersion(): Promise<string | number> {
+  const response = await fetch(`${session.url}/rpc/version`);
+  return response.status === 200 ? ((await response.json()) as string) : response.status;
+}
+
+/** Writes the file and waits until the watcher has handled it. */
+async function save(content: string): Promise<ReloadOutcome | undefined> {
+  const before = outcomes.length;
+  writeFileSync(file, content);
+  const deadline = Date.now() + 20_000;
+  while (outcomes.length === before && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await session.idle();
+  return outcomes.at(-1);
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "watch-test-"));
+  file = join(dir, "app.sql.md");
+  writeFileSync(file, documentWithVersion("v1"));
+  session = await watchDocument({
+    file,
+    port: await freePort(),
+    log: (line) => logLines.push(line),
+    onReload: (outcome) => outcomes.push(outcome),
+  });
+});
+
+afterAll(async () => {
+  await session?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("watch mode", () => {
+  it("serves the first version and runs its pgTAP suite", async () => {
+    expect(await apiVersion()).toBe("v1");
+    const first = outcomes[0];
+    expect(first?.kind).toBe("loaded");
+    if (first?.kind === "loaded") expect(first.pgtap?.ok).toBe(true);
+    expect(logLines.some((l) => /loaded version 1 .*pgTAP 2 passed/.test(l))).toBe(true);
+  });
+
+  it("an edit makes a new endpoint appear", async () => {
+    const outcome = await save(
+      documentWithVersion(
+        "v2",
+        "create function api.added() returns int language sql as $$ select 42 $$;\ngrant execute on function api.added() to anonymous;",
+      ),
+    );
+    expect(outcome?.kind).toBe("loaded");
+    expect(await apiVersion()).toBe("v2");
+    const added = await fetch(`${session.url}/rpc/added`);
+    expect(await added.json()).toBe(42);
+  });
+
+  it("a broken edit reports the line and keeps the old version serving; a fix recovers", async () => {
+    const broken = documentWithVersion("v3", "create tabel oops (id int);");
+    const outcome = await save(broken);
+    expect(outcome?.kind).toBe("load-failed");
+    const brokenLine = broken.split("\n").findIndex((l) => l.startsWith("create tabel")) + 1;
+    const report = outcome?.kind === "load-failed" ? outcome.report : "";
+    expect(report).toContain(`${file}:${brokenLine}:8: error 42601: syntax error at or near "tabel"`);
+    expect(logLines.at(-1)).toMatch(/load FAILED, still serving version 2/);
+    expect(await apiVersion()).toBe("v2");
+
+    const fixed = await save(documentWithVersion("v4"));
+    expect(fixed?.kind).toBe("loaded");
+    expect(await apiVersion()).toBe("v4");
+  });
+
+  it("a prose-only edit does not reload", async () => {
+    const current = session.currentDatabase();
+    const outcome = await save(documentWithVersion("v4", "", "\n\nSome new words about versions."));
+    expect(outcome?.kind).toBe("unchanged");
+    expect(session.currentDatabase()).toBe(current);
+  });
+
+  it("a burst of saves coalesces and the last content wins", async () => {
+    const before = outcomes.length;
+    for (let i = 1; i <= 8; i++) {
+      writeFileSync(file, documentWithVersion(`burst-${i}`));
+      await new Promise((r) => setTimeout(r, 15 + (i % 3) * 40));
+    }
+    const deadline = Date.now() + 20_000;
+    while (outcomes.length === before && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await session.idle();
+    await new Promise((r) => setTimeout(r, 300));
+    await session.idle();
+    expect(await apiVersion()).toBe("burst-8");
+    // Coalesced: far fewer reloads than saves.
+    expect(outcomes.length - before).toBeLessThan(8);
+  });
+
+  it("sees a file replaced by rename, as editors and git do", async () => {
+    const replacement = join(dir, ".app.sql.md.tmp");
+    writeFileSync(replacement, documentWithVersion("renamed"));
+    const before = outcomes.length;
+    renameSync(replacement, file);
+    const deadline = Date.now() + 20_000;
+    while (outcomes.length === before && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await session.idle();
+    expect(await apiVersion()).toBe("renamed");
+  });
+
+  it("reloads documents that add and rename roles without restarting the cluster", async () => {
+    const withRole = (role: string) =>
+      documentWithVersion(
+        `role-${role}`,
+        `do $r$ begin if not exists (select from pg_roles where rolname = '${role}') then create role ${role} nologin; end if; end $r$;\ngrant usage on schema api to ${role};`,
+      );
+    expect((await save(withRole("watch_editor")))?.kind).toBe("loaded");
+    expect((await save(withRole("watch_editor_renamed")))?.kind).toBe("loaded");
+    expect(await apiVersion()).toBe("role-watch_editor_renamed");
+  });
+});
+
+describe("watch mode from the command line", () => {
+  it("SIGINT during a reload cleans everything up and exits 0", async () => {
+    const cliDir = mkdtempSync(join(tmpdir(), "watch-cli-"));
+    const cliFile = join(cliDir, "app.sql.md");
+    writeFileSync(cliFile, documentWithVersion("cli-1"));
+    try {
+      const run = spawnCli([
+        "deploy-local",
+        "--watch",
+        "--port",
+        String(await freePort()),
+        "--file",
+        cliFile,
+      ]);
+      await waitForReady(run);
+      const clusterDir = /cluster directory (\S+)/.exec(run.stderr())?.[1];
+      expect(clusterDir).toBeDefined();
+      writeFileSync(cliFile, documentWithVersion("cli-2"));
+      // Past the 100 ms settle time the reload is under way: interrupt it.
+      await new Promise((r) => setTimeout(r, 160));
+      run.child.kill("SIGINT");
+      expect(await run.exited).toBe(0);
+      expect(existsSync(clusterDir as string)).toBe(false);
+    } finally {
+      rmSync(cliDir, { recursive: true, force: true });
+    }
+  });
+});
