@@ -138,8 +138,7 @@ export function locateError(
     return offsetToLocation(sql, pgPositionToOffset(sql, Number(error.position)));
   }
   const statements = splitStatements(sql);
-  const failing =
-    completedStatements !== undefined ? statements[completedStatements] : undefined;
+  const failing = completedStatements !== undefined ? statements[completedStatements] : undefined;
   const frame = innermostPlpgsqlFrame(error.where);
   let frameOffset: number | undefined;
   if (frame) {
@@ -160,8 +159,10 @@ export function locateError(
       .filter((i): i is number => i !== undefined);
     const near =
       frameOffset !== undefined
-        ? candidates.find((i) => i >= frameOffset - 1) ?? candidates[0]
-        : candidates.length === 1 ? candidates[0] : undefined;
+        ? (candidates.find((i) => i >= frameOffset - 1) ?? candidates[0])
+        : candidates.length === 1
+          ? candidates[0]
+          : undefined;
     if (near !== undefined) {
       const inner = Number(error.internalPosition ?? "1");
       const offset = near + pgPositionToOffset(error.internalQuery, inner);
@@ -185,7 +186,9 @@ export function formatError(
   location: SourceLocation | undefined,
 ): string {
   const code = error.code ? ` ${error.code}` : "";
-  const where = location ? `${source.fileName}:${location.line}:${location.column}` : source.fileName;
+  const where = location
+    ? `${source.fileName}:${location.line}:${location.column}`
+    : source.fileName;
   const lines = [`${where}: error${code}: ${error.message}`];
   if (location) {
     const sqlLines = source.sql.split("\n");

@@ -65,7 +65,9 @@ export function parsePgTap(functionName: string, tap: string): PgTapFunctionResu
       const { start, end } = results.plan;
       if (end === null) problems.push("no plan: the test function did not finish its TAP output");
       else if (end - (start ?? 1) + 1 !== results.count) {
-        problems.push(`plan mismatch: planned ${end - (start ?? 1) + 1} checks, ran ${results.count}`);
+        problems.push(
+          `plan mismatch: planned ${end - (start ?? 1) + 1} checks, ran ${results.count}`,
+        );
       }
       for (const failure of results.failures) {
         if ("tapError" in failure && failure.tapError) problems.push(String(failure.tapError));
@@ -83,9 +85,7 @@ export function parsePgTap(functionName: string, tap: string): PgTapFunctionResu
 }
 
 export async function hasPgTap(client: pg.Client): Promise<boolean> {
-  const result = await client.query(
-    "select 1 from pg_available_extensions where name = 'pgtap'",
-  );
+  const result = await client.query("select 1 from pg_available_extensions where name = 'pgtap'");
   return result.rowCount === 1;
 }
 
@@ -128,7 +128,9 @@ export async function runPgTap(
           functionName,
           ok: false,
           checks: [],
-          problems: [`died: ${fields.message ?? String(error)}${fields.where ? `\n  context: ${fields.where}` : ""}`],
+          problems: [
+            `died: ${fields.message ?? String(error)}${fields.where ? `\n  context: ${fields.where}` : ""}`,
+          ],
           tap: "",
         });
       }

@@ -45,7 +45,8 @@ export function splitStatements(sql: string): StatementSpan[] {
       }
     } else if (c === "'" || c === '"') {
       mark();
-      const escapes = c === "'" && /[eE]/.test(sql[i - 1] ?? "") && !IDENT_CHAR.test(sql[i - 2] ?? "");
+      const escapes =
+        c === "'" && /[eE]/.test(sql[i - 1] ?? "") && !IDENT_CHAR.test(sql[i - 2] ?? "");
       i++;
       while (i < n) {
         if (escapes && sql[i] === "\\") i += 2;
@@ -56,7 +57,9 @@ export function splitStatements(sql: string): StatementSpan[] {
         } else i++;
       }
     } else if (c === "$" && !IDENT_CHAR.test(sql[i - 1] ?? "")) {
-      const tag = /^\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/.exec(sql.slice(i, i + 64));
+      const tag = /^\$([A-Za-z_\u0080-\uffff][A-Za-z0-9_\u0080-\uffff]*)?\$/.exec(
+        sql.slice(i, i + 64),
+      );
       mark();
       if (tag && (tag[1] === undefined || IDENT_START.test(tag[1][0] ?? ""))) {
         const close = sql.indexOf(tag[0], i + tag[0].length);

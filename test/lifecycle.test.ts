@@ -89,7 +89,7 @@ describe("deploy-local command", () => {
     expect(await run.exited).toBe(0);
     expect(existsSync(dir)).toBe(false);
     expect(pids.filter(processAlive)).toEqual([]);
-    expect((await fetch(`http://127.0.0.1:${port}/`).catch(() => "refused"))).toBe("refused");
+    expect(await fetch(`http://127.0.0.1:${port}/`).catch(() => "refused")).toBe("refused");
   });
 
   it("reports a port in use clearly instead of hanging", async () => {
@@ -117,7 +117,9 @@ describe("deploy-local command", () => {
     try {
       await Promise.all([waitForReady(a), waitForReady(b)]);
       for (const port of [portA, portB]) {
-        const response = await fetch(`http://127.0.0.1:${port}/greetings?select=greeting&order=greeting`);
+        const response = await fetch(
+          `http://127.0.0.1:${port}/greetings?select=greeting&order=greeting`,
+        );
         expect(await response.json()).toEqual([{ greeting: "hey" }, { greeting: "hi" }]);
       }
       expect(clusterDirOf(a.stdout())).not.toBe(clusterDirOf(b.stdout()));

@@ -148,7 +148,9 @@ describe("loadSql error mapping", () => {
         "```", // 12
       ].join("\n"),
     );
-    expect(error.report.split("\n")[0]).toMatch(/^broken\.sql\.md:9:\d+: error 22012: division by zero$/);
+    expect(error.report.split("\n")[0]).toMatch(
+      /^broken\.sql\.md:9:\d+: error 22012: division by zero$/,
+    );
     await client.end();
   });
 
@@ -167,7 +169,9 @@ describe("loadSql error mapping", () => {
         "```", // 10
       ].join("\n"),
     );
-    expect(error.report.split("\n")[0]).toMatch(/^broken\.sql\.md:6:\d+: error 22012: division by zero$/);
+    expect(error.report.split("\n")[0]).toMatch(
+      /^broken\.sql\.md:6:\d+: error 22012: division by zero$/,
+    );
     expect(error.report).toContain("context: ");
     await client.end();
   });

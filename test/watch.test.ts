@@ -91,7 +91,9 @@ describe("watch mode", () => {
     expect(outcome?.kind).toBe("load-failed");
     const brokenLine = broken.split("\n").findIndex((l) => l.startsWith("create tabel")) + 1;
     const report = outcome?.kind === "load-failed" ? outcome.report : "";
-    expect(report).toContain(`${file}:${brokenLine}:8: error 42601: syntax error at or near "tabel"`);
+    expect(report).toContain(
+      `${file}:${brokenLine}:8: error 42601: syntax error at or near "tabel"`,
+    );
     expect(logLines.at(-1)).toMatch(/load FAILED, still serving version 2/);
     expect(await apiVersion()).toBe("v2");
 

@@ -1,7 +1,7 @@
 // What every command shares: exit codes, printing an error once, and
 // validating options all at once.
 
-import { CommanderError, type Command } from "commander";
+import type { Command, CommanderError } from "commander";
 import { cleanupAll } from "../cleanup.js";
 
 export const EXIT_OK = 0;
@@ -24,7 +24,11 @@ export function assertNoProblems(problems: string[]): void {
   throw new UsageError(`invalid options:\n${list}`);
 }
 
-export function parsePort(value: string | undefined, name: string, problems: string[]): number | undefined {
+export function parsePort(
+  value: string | undefined,
+  name: string,
+  problems: string[],
+): number | undefined {
   if (value === undefined) return undefined;
   const port = Number(value);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {

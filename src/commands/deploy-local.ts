@@ -65,7 +65,7 @@ export function deployLocalCommand(): Command {
           const seconds = ((performance.now() - started) / 1000).toFixed(2);
           const lines = [
             `ready: ${session.url} serves ${flags.file}, watching for changes (${seconds} s)`,
-          `demo:  ${session.url}/demo/`,
+            `demo:  ${session.url}/demo/`,
             `psql:  psql -h ${session.cluster.socketDir} -p ${session.cluster.port} -U postgres <database named in the latest reload line>`,
             `logs:  ${session.cluster.dir}`,
             "Press Ctrl-C to stop and remove everything.",

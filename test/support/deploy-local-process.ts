@@ -43,7 +43,10 @@ export async function waitForReady(run: RunningDeployLocal, timeoutMs = 60_000):
     exitCode = code;
   });
   while (Date.now() < deadline) {
-    const line = run.stdout().split("\n").find((l) => l.includes("ready"));
+    const line = run
+      .stdout()
+      .split("\n")
+      .find((l) => l.includes("ready"));
     if (line) return line;
     if (exitCode !== undefined) {
       throw new Error(`deploy-local exited with ${exitCode} before ready:\n${run.stderr()}`);

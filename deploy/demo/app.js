@@ -1,0 +1,275 @@
+// The demo front end: plain fetch calls to the PostgREST API on the same
+// origin. The browser sends and stores the HttpOnly session cookie by itself;
+// this script never reads or writes it.
+
+const $ = (selector) => document.querySelector(selector);
+
+/** Calls the API; returns { status, body } and never throws on HTTP errors. */
+async function api(method, path, body, extraHeaders = {}) {
+  const headers = { Accept: "application/json", ...extraHeaders };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "same-origin",
+  });
+  const text = await response.text();
+  let parsed = null;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    parsed = text;
+  }
+  return { status: response.status, body: parsed };
+}
+
+/** Words for the user, from a failed API answer. */
+function explain(action, { status, body }) {
+  const detail = body && typeof body === "object" && body.message ? body.message : "";
+  if (action === "login" && status === 401) return "Wrong email or password.";
+  if (action === "login" && status === 429) {
+    return "Too many failed attempts for this email. Wait 15 minutes and try again.";
+  }
+  if (action === "register" && status === 409) return "An account with this email already exists.";
+  if (status === 400) return detail || "The server did not accept that input.";
+  if (status === 401 || status === 403) return "Your session has ended. Please log in again.";
+  return `Something went wrong (${status}${detail ? `: ${detail}` : ""}).`;
+}
+
+function showMessage(text, kind = "error") {
+  const box = $("#message");
+  box.textContent = text;
+  box.className = kind === "info" ? "info" : "";
+  box.hidden = !text;
+}
+
+function showSignedOut() {
+  $("#signed-out").hidden = false;
+  $("#signed-in").hidden = true;
+  $("#whoami").hidden = true;
+}
+
+function showSignedIn(user) {
+  $("#whoami-name").textContent = user.name;
+  $("#whoami-email").textContent = user.email;
+  $("#whoami").hidden = false;
+  $("#signed-out").hidden = true;
+  $("#signed-in").hidden = false;
+}
+
+let currentUser = null;
+
+/** Any 401 means the session is gone (logged out elsewhere, revoked, expired). */
+function sessionLost() {
+  currentUser = null;
+  showSignedOut();
+  showMessage("Your session has ended. Please log in again.");
+}
+
+async function refreshEverything() {
+  const me = await api("GET", "/rpc/current_user");
+  if (me.status !== 200) {
+    currentUser = null;
+    showSignedOut();
+    return;
+  }
+  currentUser = me.body;
+  showSignedIn(currentUser);
+  await Promise.all([loadTodos(), loadSessions()]);
+}
+
+async function loadTodos() {
+  const [todos, users] = await Promise.all([
+    api("GET", "/todos?order=created.desc"),
+    api("GET", "/users"),
+  ]);
+  if (todos.status === 401 || users.status === 401) return sessionLost();
+  if (todos.status !== 200) return showMessage(explain("todos", todos));
+  const names = new Map((users.body ?? []).map((u) => [u.user_id, u.name]));
+  const list = $("#todos");
+  list.replaceChildren();
+  for (const todo of todos.body) {
+    const mine = todo.user_id === currentUser?.user_id;
+    const item = document.createElement("li");
+    item.dataset.todoId = String(todo.todo_id);
+    item.classList.toggle("done", todo.done);
+
+    const done = document.createElement("input");
+    done.type = "checkbox";
+    done.checked = todo.done;
+    done.disabled = !mine;
+    done.setAttribute("aria-label", "done");
+    done.addEventListener("change", () => updateTodo(todo.todo_id, { done: done.checked }));
+
+    const description = document.createElement("span");
+    description.className = "description";
+    description.textContent = todo.description;
+
+    item.append(done, description);
+    if (todo.public) {
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "public";
+      item.append(badge);
+    }
+    if (mine) {
+      const toggle = document.createElement("button");
+      toggle.className = "quiet";
+      toggle.type = "button";
+      toggle.textContent = todo.public ? "Make private" : "Make public";
+      toggle.addEventListener("click", () => updateTodo(todo.todo_id, { public: !todo.public }));
+      const remove = document.createElement("button");
+      remove.className = "danger";
+      remove.type = "button";
+      remove.textContent = "Delete";
+      remove.addEventListener("click", () => deleteTodo(todo.todo_id));
+      item.append(toggle, remove);
+    } else {
+      const owner = document.createElement("span");
+      owner.className = "owner";
+      owner.textContent = `by ${names.get(todo.user_id) ?? "someone else"}`;
+      item.append(owner);
+    }
+    list.append(item);
+  }
+}
+
+async function updateTodo(id, changes) {
+  const result = await api("PATCH", `/todos?todo_id=eq.${encodeURIComponent(id)}`, changes);
+  if (result.status === 401) return sessionLost();
+  if (result.status >= 300) showMessage(explain("todo", result));
+  await loadTodos();
+}
+
+async function deleteTodo(id) {
+  const result = await api("DELETE", `/todos?todo_id=eq.${encodeURIComponent(id)}`);
+  if (result.status === 401) return sessionLost();
+  if (result.status >= 300) showMessage(explain("todo", result));
+  await loadTodos();
+}
+
+function formatTime(value) {
+  return new Date(value).toLocaleString();
+}
+
+async function loadSessions() {
+  const sessions = await api("GET", "/sessions?order=created.desc");
+  if (sessions.status === 401) return sessionLost();
+  if (sessions.status !== 200) return showMessage(explain("sessions", sessions));
+  const rows = $("#sessions");
+  rows.replaceChildren();
+  for (const session of sessions.body) {
+    const row = document.createElement("tr");
+    row.dataset.sessionId = String(session.session_id);
+    const cells = [
+      session.current ? `#${session.session_id} (this browser)` : `#${session.session_id}`,
+      formatTime(session.created),
+      formatTime(session.expires),
+    ];
+    for (const text of cells) {
+      const cell = document.createElement("td");
+      cell.textContent = text;
+      row.append(cell);
+    }
+    const action = document.createElement("td");
+    const revoke = document.createElement("button");
+    revoke.type = "button";
+    revoke.className = "danger";
+    revoke.textContent = session.current ? "Log out" : "Revoke";
+    revoke.addEventListener("click", async () => {
+      const result = await api(
+        "DELETE",
+        `/sessions?session_id=eq.${encodeURIComponent(session.session_id)}`,
+      );
+      if (result.status === 401) return sessionLost();
+      if (result.status >= 300) return showMessage(explain("sessions", result));
+      if (session.current) {
+        currentUser = null;
+        showSignedOut();
+        showMessage("You are logged out.", "info");
+        return;
+      }
+      showMessage("Session revoked.", "info");
+      await loadSessions();
+    });
+    action.append(revoke);
+    row.append(action);
+    rows.append(row);
+  }
+}
+
+function formValues(form) {
+  return Object.fromEntries(new FormData(form).entries());
+}
+
+$("#login-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const { email, password } = formValues(event.target);
+  const result = await api("POST", "/rpc/login", { email, password });
+  if (result.status >= 300) return showMessage(explain("login", result));
+  event.target.reset();
+  showMessage("");
+  await refreshEverything();
+});
+
+$("#register-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const { email, name, password } = formValues(event.target);
+  const result = await api("POST", "/rpc/register", { email, name, password });
+  if (result.status >= 300) return showMessage(explain("register", result));
+  event.target.reset();
+  showMessage("Welcome! Your account is ready.", "info");
+  await refreshEverything();
+});
+
+$("#todo-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const description = form.elements.description.value;
+  const result = await api("POST", "/todos", { description, public: form.elements.public.checked });
+  if (result.status === 401) return sessionLost();
+  if (result.status >= 300) return showMessage(explain("todo", result));
+  form.reset();
+  await loadTodos();
+});
+
+$("#logout").addEventListener("click", async () => {
+  await api("POST", "/rpc/logout");
+  currentUser = null;
+  showSignedOut();
+  showMessage("You are logged out.", "info");
+});
+
+$("#logout-everywhere").addEventListener("click", async () => {
+  await api("POST", "/rpc/logout_everywhere");
+  currentUser = null;
+  showSignedOut();
+  showMessage("You are logged out on every device.", "info");
+});
+
+// Sliding sessions: reads do not renew the session (PostgREST runs GET in a
+// read-only transaction), so while the user is active the page asks for a
+// renewal now and then. An idle user is logged out by the idle timeout.
+let activeSinceRefresh = false;
+for (const type of ["keydown", "pointerdown", "scroll"]) {
+  window.addEventListener(type, () => {
+    activeSinceRefresh = true;
+  });
+}
+setInterval(
+  async () => {
+    if (!currentUser || !activeSinceRefresh) return;
+    activeSinceRefresh = false;
+    const result = await api("POST", "/rpc/refresh_session");
+    if (result.status === 401) sessionLost();
+  },
+  5 * 60 * 1000,
+);
+
+// Another tab may log out or revoke this session: check again on focus.
+window.addEventListener("focus", () => {
+  if (currentUser) refreshEverything();
+});
+
+refreshEverything();
