@@ -7,6 +7,7 @@
 
 import { beforeAll, describe, expect, inject, it } from "vitest";
 import {
+  AUDIT_TABLE,
   createTodo,
   expect2xx,
   expectClientError,
@@ -18,6 +19,7 @@ import {
   RETURN_REPRESENTATION,
   storedTodo,
   type Todo,
+  USERS_TABLE,
   usersWithEmail,
 } from "./support/app.js";
 import { newUser, PASSWORD, type SetCookie, TestClient, uniqueEmail } from "./support/client.js";
@@ -496,5 +498,50 @@ describe("/todos", () => {
     ["DELETE", (c: TestClient) => c.delete("/todos?todo_id=gt.0")],
   ])("%s answers 401 when not logged in", async (_, send) => {
     expectStatus(await send(browser()), 401);
+  });
+});
+
+describe("audit trail", () => {
+  it("records every auth event of a user's journey, with the user agent", async () => {
+    const agent = `contract-test/${uniqueEmail("agent")}`;
+    const client = new TestClient(api, { headers: { "User-Agent": agent } });
+    const email = uniqueEmail("audit");
+    expect2xx(await client.register(email, "Audited", PASSWORD));
+    const phone = new TestClient(api, { headers: { "User-Agent": agent } });
+    expectStatus(await phone.login(email, "wrong password"), 401);
+    expect2xx(await phone.login(email, PASSWORD));
+    const sessions = (await client.get("/sessions?current=is.false")).body as SessionRow[];
+    expect2xx(await client.delete(`/sessions?session_id=eq.${sessions[0]?.session_id}`));
+    expect2xx(
+      await client.post("/rpc/change_password", {
+        current_password: PASSWORD,
+        new_password: "a brand new passphrase",
+      }),
+    );
+    expect2xx(await client.logout());
+    expect2xx(await client.login(email, "a brand new passphrase"));
+    expect2xx(await client.post("/rpc/logout_everywhere"));
+
+    const rows = await withDatabase(async (db) => {
+      const { rows } = await db.query<{ event: string; user_agent: string }>(
+        `select a.event::text as event, a.user_agent from ${AUDIT_TABLE} a
+           join ${USERS_TABLE} u using (user_id)
+          where lower(u.email::text) = lower($1)`,
+        [email],
+      );
+      return rows;
+    });
+    const counts: Record<string, number> = {};
+    for (const row of rows) counts[row.event] = (counts[row.event] ?? 0) + 1;
+    expect(counts).toEqual({
+      register: 1,
+      login_failed: 1,
+      login: 2,
+      session_revoked: 1,
+      password_changed: 1,
+      logout: 1,
+      logout_everywhere: 1,
+    });
+    for (const row of rows) expect(row.user_agent).toBe(agent);
   });
 });

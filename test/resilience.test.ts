@@ -94,6 +94,64 @@ describe("restarts", () => {
   });
 });
 
+describe("deployment settings", () => {
+  // CONTRACT.md: timeouts, Secure and the allowed origins are settings a
+  // deployment changes without editing function bodies. Database-level
+  // settings reach new connections only, so PostgREST is restarted around them.
+  async function restartPostgrestWith(settings: Record<string, string | null>): Promise<void> {
+    await withDatabase(async (db) => {
+      const name = db.escapeIdentifier(deployment.database);
+      for (const [key, value] of Object.entries(settings)) {
+        await db.query(
+          value === null
+            ? `alter database ${name} reset ${key}`
+            : `alter database ${name} set ${key} = ${db.escapeLiteral(value)}`,
+        );
+      }
+    }, database);
+    const port = postgrest.port;
+    await postgrest.stop();
+    postgrest = await startPostgrest({
+      dbUri: deployment.cluster.uri("authenticator", deployment.database),
+      port,
+      logFile: `${deployment.cluster.dir}/postgrest.log`,
+    });
+  }
+
+  it("idle timeout, Secure and allowed origins come from settings", async () => {
+    await restartPostgrestWith({
+      "sessions.idle_timeout": "10 minutes",
+      "sessions.cookie_secure": "on",
+      "sessions.allowed_origins": "https://partner.example",
+    });
+    try {
+      const client = new TestClient(api());
+      const registered = await client.register(uniqueEmail("settings"), "Settings", PASSWORD);
+      expect2xx(registered);
+      expect(registered.sessionCookie).toMatchObject({ maxAge: 600, secure: true });
+      const partner = await client.post(
+        "/todos",
+        { description: "from an allowed origin" },
+        { Origin: "https://partner.example" },
+      );
+      expectStatus(partner, 201);
+      const evil = await client.post(
+        "/todos",
+        { description: "from elsewhere" },
+        { Origin: "https://evil.example" },
+      );
+      expectStatus(evil, 403);
+    } finally {
+      // Back to what deploy-local set, for the other tests in this file.
+      await restartPostgrestWith({
+        "sessions.idle_timeout": null,
+        "sessions.cookie_secure": "off",
+        "sessions.allowed_origins": null,
+      });
+    }
+  });
+});
+
 describe("two PostgREST instances on one database", () => {
   it("accept each other's sessions, and a logout on one is a logout on both", async () => {
     const second = await startSecondPostgrest();
