@@ -8,6 +8,7 @@
 import { beforeAll, describe, expect, inject, it } from "vitest";
 import {
   AUDIT_TABLE,
+  countTodos,
   createTodo,
   expect2xx,
   expectClientError,
@@ -444,10 +445,7 @@ describe("/todos", () => {
       user_id: victim.userId,
     });
     expectClientError(response);
-    const stored = await withDatabase((db) =>
-      db.query("select count(*)::int as n from app.todos where description = $1", [description]),
-    );
-    expect(stored.rows[0].n).toBe(0);
+    expect(await withDatabase((db) => countTodos(db, { description }))).toBe(0);
   });
 
   it("PATCH answers 2xx and changes own todos only", async () => {

@@ -9,6 +9,7 @@ import { describe, expect, inject, it } from "vitest";
 import {
   AUDIT_TABLE,
   ageSessions,
+  countTodos,
   createTodo,
   expect2xx,
   expectClientError,
@@ -16,9 +17,12 @@ import {
   expectNotAllowed,
   expectStatus,
   RETURN_REPRESENTATION,
+  SESSIONS_TABLE,
   shown,
   storedTodo,
+  TODOS_TABLE,
   type Todo,
+  USERS_TABLE,
   usersWithEmail,
 } from "./support/app.js";
 import {
@@ -207,11 +211,7 @@ describe("CSRF", () => {
   async function expectNoForgery(userId: number | string, todo: Todo): Promise<void> {
     await withDatabase(async (db) => {
       expect(await storedTodo(db, todo.todo_id)).toMatchObject({ description: todo.description });
-      const { rows } = await db.query(
-        "select count(*)::int as n from app.todos where user_id = $1 and description = 'forged by CSRF'",
-        [userId],
-      );
-      expect(rows[0].n).toBe(0);
+      expect(await countTodos(db, { userId, description: "forged by CSRF" })).toBe(0);
     });
   }
 
@@ -248,9 +248,7 @@ describe("CSRF", () => {
   it("refuses a plain HTML form posted from another site", async () => {
     // PostgREST accepts x-www-form-urlencoded, so a <form> on any site can reach it.
     const user = await newUser(api, "csrf-form");
-    const before = await withDatabase((db) =>
-      db.query("select count(*)::int as n from app.todos where user_id = $1", [user.userId]),
-    );
+    const before = await todoCount(user.userId);
     for (const headers of [CROSS_SITE, EVIL_ORIGIN]) {
       const response = await user.client.request("POST", "/todos", {
         body: "description=forged+by+form",
@@ -258,10 +256,7 @@ describe("CSRF", () => {
       });
       expectStatus(response, 403);
     }
-    const after = await withDatabase((db) =>
-      db.query("select count(*)::int as n from app.todos where user_id = $1", [user.userId]),
-    );
-    expect(after.rows[0].n).toBe(before.rows[0].n);
+    expect(await todoCount(user.userId)).toBe(before);
   });
 
   it("lets safe methods through cross-site", async () => {
@@ -469,11 +464,7 @@ describe("row level security: user B cannot act as user A", () => {
     });
     expectClientError(put);
     await withDatabase(async (db) => {
-      const { rows } = await db.query(
-        "select count(*)::int as n from app.todos where description = $1",
-        [description],
-      );
-      expect(rows[0].n).toBe(0);
+      expect(await countTodos(db, { description })).toBe(0);
       expect(await storedTodo(db, publicTodo.todo_id)).toMatchObject({
         description: publicTodo.description,
       });
@@ -644,12 +635,13 @@ describe("hostile input gets a clear 4xx, never a 5xx, and changes nothing", () 
 
     await withDatabase(async (db) => {
       const { rows } = await db.query(
-        "select to_regclass('app.users') as users, to_regclass('app.todos') as todos, to_regclass('auth.sessions') as sessions",
+        "select to_regclass($1) as users, to_regclass($2) as todos, to_regclass($3) as sessions",
+        [USERS_TABLE, TODOS_TABLE, SESSIONS_TABLE],
       );
       expect(rows[0]).toEqual({
-        users: "app.users",
-        todos: "app.todos",
-        sessions: "auth.sessions",
+        users: USERS_TABLE,
+        todos: TODOS_TABLE,
+        sessions: SESSIONS_TABLE,
       });
     });
   });
@@ -675,13 +667,8 @@ describe("hostile input gets a clear 4xx, never a 5xx, and changes nothing", () 
   });
 });
 
-async function todoCount(userId: number | string): Promise<number> {
-  return withDatabase(async (db) => {
-    const { rows } = await db.query("select count(*)::int as n from app.todos where user_id = $1", [
-      userId,
-    ]);
-    return rows[0].n;
-  });
+function todoCount(userId: number | string): Promise<number> {
+  return withDatabase((db) => countTodos(db, { userId }));
 }
 
 // Sanity check for the helpers above: a test of "B cannot" is only worth

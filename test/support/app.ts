@@ -1,6 +1,12 @@
 // Knowledge of this particular application that several test files share:
 // its status conventions, its todos, and where it keeps sessions and audit
 // rows. A user adapting the suite to their own app edits this file.
+//
+// What the helpers assume of the schema (checked when a test uses them):
+// app.users(user_id, email, ...), app.todos(todo_id, user_id, description,
+// done, public, ...), auth.sessions(user_id, created..., other timestamps),
+// auth.audit(event, user_id, user_agent, ...). The API's todos expose
+// todo_id, user_id, description, done and public.
 
 import type pg from "pg";
 import { expect } from "vitest";
@@ -137,4 +143,18 @@ export async function ageSessions(
     interval,
   ]);
   if ((result.rowCount ?? 0) === 0) throw new Error(`user ${userId} has no sessions to age`);
+}
+
+/** How many stored todos match, read past RLS: for "nothing was created" checks. */
+export async function countTodos(
+  db: pg.Client,
+  filter: { userId?: number | string; description?: string },
+): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `select count(*)::int as n from ${TODOS_TABLE}
+      where ($1::text is null or user_id::text = $1::text)
+        and ($2::text is null or description = $2::text)`,
+    [filter.userId ?? null, filter.description ?? null],
+  );
+  return rows[0]?.n ?? 0;
 }
