@@ -69,6 +69,7 @@ export function pgTapInstallHint(major: number): string {
 
 export async function createDatabase(cluster: Cluster, database: string): Promise<void> {
   const admin = new pg.Client(cluster.connectionConfig("postgres"));
+  admin.on("error", () => {}); // errors surface through the query promises
   await admin.connect();
   try {
     const ident = admin.escapeIdentifier(database);
@@ -89,6 +90,7 @@ export async function loadDocument(
   runTests: boolean,
 ): Promise<PgTapRun | undefined> {
   const client = new pg.Client(cluster.connectionConfig(database));
+  client.on("error", () => {}); // errors surface through the query promises
   await client.connect();
   try {
     await loadSql(client, doc);

@@ -17,7 +17,7 @@ import chokidar from "chokidar";
 import pg from "pg";
 import { type Cluster, startCluster } from "./cluster.js";
 import { createDatabase, loadDocument } from "./deploy.js";
-import { compileMarkdown } from "./md2sql.js";
+import { compileMarkdown, includedCode } from "./md2sql.js";
 import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
@@ -64,6 +64,7 @@ function timestamp(): string {
 
 async function dropDatabase(cluster: Cluster, database: string): Promise<void> {
   const admin = new pg.Client(cluster.connectionConfig("postgres"));
+  admin.on("error", () => {});
   await admin.connect();
   try {
     await admin.query(`drop database if exists ${admin.escapeIdentifier(database)} with (force)`);
@@ -92,7 +93,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
   let testsAvailable = false;
   let served: ServedVersion | undefined;
   let versionCounter = 0;
-  let lastAttemptedSql: string | undefined;
+  let lastAttemptedCode: string | undefined;
 
   const compile = () =>
     compileMarkdown(readFileSync(absolute), { ...compileOptions, includeTests: testsAvailable });
@@ -107,8 +108,10 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     } catch (error) {
       return { kind: "load-failed", report: (error as Error).message, ms: ms() };
     }
-    if (doc.sql === lastAttemptedSql) return { kind: "unchanged", ms: ms() };
-    lastAttemptedSql = doc.sql;
+    // Compare code only: a prose edit that moves lines is still the same program.
+    const code = includedCode(doc);
+    if (code === lastAttemptedCode) return { kind: "unchanged", ms: ms() };
+    lastAttemptedCode = code;
     const version = ++versionCounter;
     const database = `app_${version}`;
     await createDatabase(cluster, database);
@@ -132,8 +135,14 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     proxy.setTarget(postgrest.port);
     if (testsAvailable) {
       const client = new pg.Client(cluster.connectionConfig(database));
+      client.on("error", () => {}); // a stop mid-run ends the connection; the query reports it
       await client.connect();
-      pgtapRun = runPgTap(client).finally(() => client.end());
+      pgtapRun = runPgTap(client)
+        .catch((error: Error) => {
+          log(`pgTAP run failed: ${error.message}`);
+          return undefined;
+        })
+        .finally(() => client.end().catch(() => {}));
     } else {
       pgtapRun = Promise.resolve(undefined);
     }

@@ -173,7 +173,7 @@ describe("watch mode from the command line", () => {
       // Past the 100 ms settle time the reload is under way: interrupt it.
       await new Promise((r) => setTimeout(r, 160));
       run.child.kill("SIGINT");
-      expect(await run.exited).toBe(0);
+      expect(await run.exited, run.stderr()).toBe(0);
       expect(existsSync(clusterDir as string)).toBe(false);
     } finally {
       rmSync(cliDir, { recursive: true, force: true });

@@ -1,0 +1,288 @@
+// End-to-end: the demo page in real Chromium (Debian's /usr/bin/chromium,
+// driven by playwright-core; no browser is ever downloaded). The browser is
+// the user here: cookies, SameSite and cross-site rules are Chromium's own.
+
+import { existsSync, mkdirSync } from "node:fs";
+import http from "node:http";
+import { join } from "node:path";
+import pg from "pg";
+import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { freePort } from "../src/postgrest.js";
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const SCREENSHOTS = join(import.meta.dirname, "..", "test-results", "screenshots");
+const apiUrl = inject("apiUrl");
+const demoUrl = `${apiUrl}/demo/`;
+const runId = Math.random().toString(36).slice(2, 8);
+let counter = 0;
+
+let browser: Browser;
+
+function uniqueEmail(who: string): string {
+  return `${who}-${runId}-${++counter}@e2e.example`;
+}
+
+async function screenshot(page: Page, name: string): Promise<void> {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+async function register(page: Page, email: string, name: string, password = "correct horse 1") {
+  await page.goto(demoUrl);
+  const form = page.locator("#register-form");
+  await form.locator('input[name="email"]').fill(email);
+  await form.locator('input[name="name"]').fill(name);
+  await form.locator('input[name="password"]').fill(password);
+  await form.locator('button[type="submit"]').click();
+  await page.locator("#whoami-name").filter({ hasText: name }).waitFor();
+}
+
+async function login(page: Page, email: string, password = "correct horse 1") {
+  await page.goto(demoUrl);
+  const form = page.locator("#login-form");
+  await form.locator('input[name="email"]').fill(email);
+  await form.locator('input[name="password"]').fill(password);
+  await form.locator('button[type="submit"]').click();
+  await page.locator("#signed-in").waitFor();
+}
+
+async function addTodo(page: Page, description: string, isPublic: boolean) {
+  const form = page.locator("#todo-form");
+  await form.locator('input[name="description"]').fill(description);
+  if (isPublic) await form.locator('input[name="public"]').check();
+  await form.locator('button[type="submit"]').click();
+  await page.locator("#todos li", { hasText: description }).waitFor();
+}
+
+async function newContext(): Promise<BrowserContext> {
+  return browser.newContext({ viewport: { width: 1000, height: 800 } });
+}
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(
+      `Chromium is required for the end-to-end tests and was not found at ${CHROMIUM}: ` +
+        "install it with `apt-get install chromium` (scripts/setup-system.sh chromium does), " +
+        "or set CHROMIUM_PATH",
+    );
+  }
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--no-first-run",
+    ],
+  });
+});
+
+afterAll(async () => {
+  await browser?.close();
+});
+
+describe("demo page in Chromium", () => {
+  it("registers and logs in through the forms; the cookie is HttpOnly and SameSite=Lax", async () => {
+    const context = await newContext();
+    const page = await context.newPage();
+    await page.goto(demoUrl);
+    await page.locator("#register-form").waitFor();
+    await screenshot(page, "01-signed-out");
+    const email = uniqueEmail("ada");
+    await register(page, email, "Ada");
+    await screenshot(page, "02-registered");
+
+    const cookies = await context.cookies(apiUrl);
+    const session = cookies.find((c) => c.name === "session_token");
+    expect(session, "the browser stored a session cookie").toBeDefined();
+    expect(session?.httpOnly).toBe(true);
+    expect(session?.sameSite).toBe("Lax");
+    expect(session?.path).toBe("/");
+    expect(await page.evaluate("document.cookie")).not.toContain("session_token");
+
+    // Log out, then log in again through the login form.
+    await page.locator("#logout").click();
+    await page.locator("#signed-out").waitFor();
+    await login(page, email);
+    await expect(page.locator("#whoami-email").textContent()).resolves.toBe(email);
+    await context.close();
+  });
+
+  it("shows API errors in words", async () => {
+    const context = await newContext();
+    const page = await context.newPage();
+    await page.goto(demoUrl);
+    const form = page.locator("#login-form");
+    await form.locator('input[name="email"]').fill(uniqueEmail("nobody"));
+    await form.locator('input[name="password"]').fill("not the password");
+    await form.locator('button[type="submit"]').click();
+    await expect(page.locator("#message").textContent()).resolves.toBeTruthy();
+    await page.locator("#message", { hasText: "Wrong email or password." }).waitFor();
+    await screenshot(page, "03-wrong-password");
+    await context.close();
+  });
+
+  it("two users in two browsers see only what RLS allows", async () => {
+    const alice = await newContext();
+    const bob = await newContext();
+    const alicePage = await alice.newPage();
+    const bobPage = await bob.newPage();
+    await register(alicePage, uniqueEmail("alice"), "Alice");
+    await register(bobPage, uniqueEmail("bob"), "Bob");
+    const secret = `alice private ${runId}`;
+    const shared = `alice public ${runId}`;
+    await addTodo(alicePage, secret, false);
+    await addTodo(alicePage, shared, true);
+    await addTodo(bobPage, `bob private ${runId}`, false);
+    await screenshot(alicePage, "04-todos");
+
+    await bobPage.reload();
+    await bobPage.locator("#todos li", { hasText: shared }).waitFor();
+    const bobSees = await bobPage.locator("#todos li").allTextContents();
+    expect(bobSees.join("\n")).toContain(shared);
+    expect(bobSees.join("\n")).not.toContain(secret);
+    // Bob cannot edit Alice's public todo: no buttons, a disabled checkbox.
+    const foreign = bobPage.locator("#todos li", { hasText: shared });
+    await expect(foreign.locator("button").count()).resolves.toBe(0);
+    await expect(foreign.locator('input[type="checkbox"]').isDisabled()).resolves.toBe(true);
+
+    await alicePage.reload();
+    const aliceSees = (await alicePage.locator("#todos li").allTextContents()).join("\n");
+    expect(aliceSees).toContain(secret);
+    expect(aliceSees).not.toContain(`bob private ${runId}`);
+    await alice.close();
+    await bob.close();
+  });
+
+  it("logging out in one tab makes the other tab anonymous on its next request", async () => {
+    const context = await newContext();
+    const first = await context.newPage();
+    await register(first, uniqueEmail("tabs"), "Tabs");
+    const second = await context.newPage();
+    await second.goto(demoUrl);
+    await second.locator("#signed-in").waitFor();
+
+    await first.locator("#logout").click();
+    await first.locator("#signed-out").waitFor();
+
+    // The second tab still shows the old screen until it talks to the API.
+    await addTodoExpectingLogout(second);
+    await context.close();
+  });
+
+  it("revoking a session from the sessions list logs that browser out", async () => {
+    const email = uniqueEmail("revoke");
+    const laptop = await newContext();
+    const phone = await newContext();
+    const laptopPage = await laptop.newPage();
+    const phonePage = await phone.newPage();
+    await register(laptopPage, email, "Rev");
+    await login(phonePage, email);
+
+    await laptopPage.reload();
+    await laptopPage.locator("#sessions tr").nth(1).waitFor();
+    await screenshot(laptopPage, "05-sessions");
+    const other = laptopPage.locator("#sessions tr", { hasNotText: "(this browser)" });
+    await expect(other.count()).resolves.toBe(1);
+    await other.locator("button").click();
+    await laptopPage.locator("#message", { hasText: "Session revoked." }).waitFor();
+    await expect(laptopPage.locator("#sessions tr").count()).resolves.toBe(1);
+
+    await addTodoExpectingLogout(phonePage);
+    // The laptop is still logged in.
+    await laptopPage.reload();
+    await laptopPage.locator("#signed-in").waitFor();
+    await laptop.close();
+    await phone.close();
+  });
+});
+
+/** Tries to add a todo and expects the page to discover that its session is gone. */
+async function addTodoExpectingLogout(page: Page): Promise<void> {
+  const form = page.locator("#todo-form");
+  await form.locator('input[name="description"]').fill("should not be saved");
+  await form.locator('button[type="submit"]').click();
+  await page.locator("#signed-out").waitFor();
+  await page.locator("#message", { hasText: "Your session has ended" }).waitFor();
+}
+
+describe("a page on another site", () => {
+  let evil: http.Server;
+  let evilUrl: string;
+
+  beforeAll(async () => {
+    // 127.0.0.1 and localhost are different sites to the browser.
+    const port = await freePort();
+    const target = apiUrl;
+    evil = http.createServer((_req, res) => {
+      res.writeHead(200, { "content-type": "text/html" });
+      res.end(`<!doctype html>
+<form id="attack" method="post" action="${target}/todos">
+  <input name="description" value="planted by a cross-site form">
+</form>
+<button id="fire-fetch" onclick="
+  fetch('${target}/todos', { method: 'POST', credentials: 'include', mode: 'no-cors',
+    headers: { 'Content-Type': 'text/plain' },
+    body: JSON.stringify({ description: 'planted by a cross-site fetch' }) })
+  .then(() => document.title = 'sent', () => document.title = 'blocked')">fetch</button>
+<button id="fire-logout" onclick="
+  fetch('${target}/rpc/logout', { method: 'POST', credentials: 'include', mode: 'no-cors' })
+  .then(() => document.title = 'sent', () => document.title = 'blocked')">logout</button>`);
+    });
+    await new Promise<void>((r) => evil.listen(port, "127.0.0.1", () => r()));
+    evilUrl = `http://localhost:${port}/`;
+  });
+
+  afterAll(() => {
+    evil?.close();
+  });
+
+  it("cannot post a form or a fetch to the API, and changes nothing", async () => {
+    const context = await newContext();
+    const page = await context.newPage();
+    const email = uniqueEmail("victim");
+    await register(page, email, "Victim");
+
+    const database = new pg.Client(inject("database"));
+    await database.connect();
+    const countTodos = async () =>
+      Number(
+        (
+          await database.query<{ n: string }>(
+            "select count(*) as n from app.todos where description like 'planted by%'",
+          )
+        ).rows[0]?.n,
+      );
+    const before = await countTodos();
+
+    const attacker = await context.newPage();
+    const responses: number[] = [];
+    attacker.on("response", (response) => {
+      if (response.url().startsWith(apiUrl)) responses.push(response.status());
+    });
+    await attacker.goto(evilUrl);
+    await Promise.all([
+      attacker.waitForNavigation(),
+      attacker
+        .locator("#attack")
+        .evaluate((form) => (form as unknown as { submit(): void }).submit()),
+    ]);
+    expect(responses).toContain(403);
+    await attacker.goto(evilUrl);
+    await attacker.locator("#fire-fetch").click();
+    await attacker.waitForFunction("document.title !== ''");
+    await attacker.locator("#fire-logout").click();
+    await attacker.waitForTimeout(200);
+
+    expect(await countTodos()).toBe(before);
+    await database.end();
+    // The victim is still logged in: the cross-site logout did nothing.
+    await page.reload();
+    await page.locator("#signed-in").waitFor();
+    await context.close();
+  });
+});
