@@ -5,10 +5,10 @@
 
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import type { ClientConfig } from "pg";
+import pg, { type ClientConfig } from "pg";
 import type { TestProject } from "vitest/node";
 import { deployLocal, type LocalDeployment, pgTapInstallHint } from "../src/deploy.js";
-import type { PgTapRun } from "../src/pgtap.js";
+import { type PgTapRun, runPgTap } from "../src/pgtap.js";
 import { freePort } from "../src/postgrest.js";
 
 declare module "vitest" {
@@ -32,7 +32,36 @@ async function deploy(): Promise<LocalDeployment> {
 
 let deployment: LocalDeployment | undefined;
 
+/**
+ * TEST_API_URL + TEST_API_DATABASE_URL point the suite at a deployment that
+ * is already running (staging, a colleague's deploy-local): the API's URL and
+ * a superuser connection string for its database, which the tests use to
+ * check what HTTP cannot show (stored hashes, audit rows, moved clocks).
+ */
+async function useExistingDeployment(project: TestProject): Promise<boolean> {
+  const apiUrl = process.env.TEST_API_URL;
+  const databaseUrl = process.env.TEST_API_DATABASE_URL;
+  if (!apiUrl && !databaseUrl) return false;
+  if (!apiUrl || !databaseUrl) {
+    throw new Error("set both TEST_API_URL and TEST_API_DATABASE_URL, or neither");
+  }
+  const client = new pg.Client({ connectionString: databaseUrl });
+  await client.connect();
+  try {
+    const installed = await client.query("select 1 from pg_extension where extname = 'pgtap'");
+    project.provide("pgtap", installed.rowCount === 1 ? await runPgTap(client) : undefined);
+  } finally {
+    await client.end();
+  }
+  project.provide("apiUrl", apiUrl.replace(/\/$/, ""));
+  project.provide("database", { connectionString: databaseUrl });
+  project.provide("clusterDir", "");
+  process.stderr.write(`testing the existing deployment at ${apiUrl}\n`);
+  return true;
+}
+
 export async function setup(project: TestProject): Promise<void> {
+  if (await useExistingDeployment(project)) return;
   deployment = await deploy();
   if (deployment.testsSkippedBecause) {
     const major = deployment.cluster.bin.major;
