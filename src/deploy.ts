@@ -141,7 +141,8 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
       }
     }
     const loadStarted = performance.now();
-    const hasTests = wantTests && !testsSkippedBecause;
+    const hasTests =
+      wantTests && !testsSkippedBecause && doc.blocks.some((block) => block.tag === "tests");
     const pgtap = await loadDocument(cluster, database, doc, hasTests);
     log(`loaded ${file} in ${elapsed(loadStarted)}`);
     if (pgtap) {

@@ -133,7 +133,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     const previous = served;
     served = { version, database, sql: doc.sql, postgrest };
     proxy.setTarget(postgrest.port);
-    if (testsAvailable) {
+    if (testsAvailable && doc.blocks.some((block) => block.tag === "tests")) {
       const client = new pg.Client(cluster.connectionConfig(database));
       client.on("error", () => {}); // a stop mid-run ends the connection; the query reports it
       await client.connect();
