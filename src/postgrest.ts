@@ -14,7 +14,8 @@ export interface PostgrestConfig {
   dbUri: string;
   schemas?: string;
   anonRole?: string;
-  preRequest?: string;
+  /** The pre-request function (default auth.authenticate); null for none. */
+  preRequest?: string | null;
   /** Port of the API on 127.0.0.1. */
   port: number;
   /** Port of the admin server (/ready, /live); default: a free port. */
@@ -126,7 +127,9 @@ export async function startPostgrest(config: PostgrestConfig): Promise<Postgrest
     PGRST_DB_URI: config.dbUri,
     PGRST_DB_SCHEMAS: config.schemas ?? "api",
     PGRST_DB_ANON_ROLE: config.anonRole ?? "anonymous",
-    PGRST_DB_PRE_REQUEST: config.preRequest ?? "auth.authenticate",
+    ...(config.preRequest === null
+      ? {}
+      : { PGRST_DB_PRE_REQUEST: config.preRequest ?? "auth.authenticate" }),
     PGRST_SERVER_HOST: "127.0.0.1",
     PGRST_SERVER_PORT: String(config.port),
     PGRST_ADMIN_SERVER_PORT: String(adminPort),

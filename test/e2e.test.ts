@@ -150,6 +150,8 @@ describe("demo page in Chromium", () => {
     await expect(foreign.locator('input[type="checkbox"]').isDisabled()).resolves.toBe(true);
 
     await alicePage.reload();
+    // The list renders after its fetch: wait for it before reading it.
+    await alicePage.locator("#todos li", { hasText: secret }).waitFor();
     const aliceSees = (await alicePage.locator("#todos li").allTextContents()).join("\n");
     expect(aliceSees).toContain(secret);
     expect(aliceSees).not.toContain(`bob private ${runId}`);
