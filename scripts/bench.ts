@@ -53,7 +53,7 @@ const JWT_SECRET = "benchmark-only-secret-with-at-least-32-characters";
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 interface Variant {
-  name: "session" | "jwt" | "ceiling";
+  name: "session" | "jwt" | "ceiling" | "empty_pre_request";
   url: string;
   headers: Record<string, string>;
 }
@@ -249,6 +249,23 @@ async function main(): Promise<void> {
       extraEnv: { PGRST_LOG_LEVEL: "error" },
     });
     extra.push(ceilingPostgrest);
+    // A diagnostic: the ceiling plus a pre-request function that does
+    // nothing. The gap between it and the ceiling is what PostgREST's
+    // pre-request mechanism itself costs (one more statement per request),
+    // before any session work.
+    await db.query(
+      "create or replace function public.bench_empty_pre_request() returns void language sql as ''",
+    );
+    await db.query("grant execute on function public.bench_empty_pre_request() to webuser");
+    const emptyPreRequestPostgrest = await startPostgrest({
+      dbUri: cluster.uri("authenticator", database),
+      port: await freePort(),
+      logFile: `${cluster.dir}/postgrest-empty.log`,
+      preRequest: "public.bench_empty_pre_request",
+      anonRole: "webuser",
+      extraEnv: { PGRST_LOG_LEVEL: "error" },
+    });
+    extra.push(emptyPreRequestPostgrest);
     // The measured PostgREST logs errors only, like the others.
     const sessionPostgrest = await startPostgrest({
       dbUri: cluster.uri("authenticator", database),
@@ -266,6 +283,7 @@ async function main(): Promise<void> {
       { name: "session", url: sessionPostgrest.url, headers: { cookie: sessionUser.cookie } },
       { name: "jwt", url: jwtPostgrest.url, headers: { authorization: `Bearer ${jwt}` } },
       { name: "ceiling", url: ceilingPostgrest.url, headers: {} },
+      { name: "empty_pre_request", url: emptyPreRequestPostgrest.url, headers: {} },
     ];
 
     // The three must see the same rows, or the comparison means nothing.
@@ -287,7 +305,12 @@ async function main(): Promise<void> {
     );
     for (const v of variants) await load(db, v, "/todos", { connections: 2 });
 
-    const samples: Record<Variant["name"], Sample[]> = { session: [], jwt: [], ceiling: [] };
+    const samples: Record<Variant["name"], Sample[]> = {
+      session: [],
+      jwt: [],
+      ceiling: [],
+      empty_pre_request: [],
+    };
     for (let round = 1; round <= rounds; round++) {
       for (const v of round % 2 ? variants : [...variants].reverse()) {
         const sample = await load(db, v, "/todos");
@@ -343,7 +366,7 @@ async function main(): Promise<void> {
         endpoint: "GET /todos (20 public rows)",
       },
       variants: Object.fromEntries(
-        (["session", "jwt", "ceiling"] as const).map((name) => [
+        (["session", "jwt", "ceiling", "empty_pre_request"] as const).map((name) => [
           name,
           {
             rps: rps(samples[name]),
@@ -357,6 +380,8 @@ async function main(): Promise<void> {
       ),
       session_over_jwt: rps(samples.session) / rps(samples.jwt),
       session_over_ceiling: rps(samples.session) / rps(samples.ceiling),
+      empty_pre_request_over_ceiling: rps(samples.empty_pre_request) / rps(samples.ceiling),
+      session_over_empty_pre_request: rps(samples.session) / rps(samples.empty_pre_request),
       sessions_small: { rows: 1000, rps: rps(small) },
       sessions_large: { rows: 1_000_000, rps: rps(large), jwt_rps: rps(jwtAtLarge) },
       large_over_small: rps(large) / rps(small),
@@ -393,7 +418,7 @@ async function main(): Promise<void> {
       name: string,
       s: { rps: number; p50_ms: number; p99_ms: number; session_writes_per_request: number },
     ) =>
-      `| ${name.padEnd(8)} | ${s.rps.toFixed(0).padStart(7)} | ${String(s.p50_ms).padStart(7)} | ${String(s.p99_ms).padStart(7)} | ${s.session_writes_per_request.toFixed(4).padStart(14)} |`;
+      `| ${name.padEnd(17)} | ${s.rps.toFixed(0).padStart(7)} | ${String(s.p50_ms).padStart(7)} | ${String(s.p99_ms).padStart(7)} | ${s.session_writes_per_request.toFixed(4).padStart(14)} |`;
     const v = result.variants as Record<
       string,
       { rps: number; p50_ms: number; p99_ms: number; session_writes_per_request: number }
@@ -401,14 +426,17 @@ async function main(): Promise<void> {
     const lines = [
       `GET /todos, ${connections} connections, ${rounds} rounds x ${duration} s, ${cores} cores`,
       "",
-      "| variant  |   req/s | p50 ms  | p99 ms  | writes/request |",
-      "|----------|---------|---------|---------|----------------|",
+      "| variant           |   req/s | p50 ms  | p99 ms  | writes/request |",
+      "|-------------------|---------|---------|---------|----------------|",
       row("session", v.session as never),
       row("jwt", v.jwt as never),
       row("ceiling", v.ceiling as never),
+      row("empty pre-request", v.empty_pre_request as never),
       "",
       `session / JWT            ${result.session_over_jwt.toFixed(3)}  (goal >= 0.95)`,
       `session / no auth        ${result.session_over_ceiling.toFixed(3)}  (goal >= 0.90)`,
+      `  of which PostgREST's pre-request call: empty pre-request / no auth ${result.empty_pre_request_over_ceiling.toFixed(3)},`,
+      `  and the session work itself: session / empty pre-request ${result.session_over_empty_pre_request.toFixed(3)}`,
       `1M / 1k sessions         ${result.large_over_small.toFixed(3)}  (goal >= 0.95)`,
       `session writes/request   ${result.writes_per_request.toFixed(4)}  (goal 0)`,
       `logins/s                 ${login.rps.toFixed(1)} (${(login.rps / cores).toFixed(1)} per core, bcrypt cost ${bcryptCost})`,

@@ -40,8 +40,12 @@ export interface LocalDeployment {
   /** The API's public URL (through the front door). */
   readonly url: string;
   readonly demoUrl: string;
-  /** The pgTAP result, or undefined when tests were not loaded. */
-  readonly pgtap: PgTapRun | undefined;
+  /**
+   * The pgTAP result (undefined when tests were not loaded). The suite runs
+   * while PostgREST starts and after it is serving, so "ready" does not wait
+   * for it.
+   */
+  readonly pgtap: Promise<PgTapRun | undefined>;
   /** Why tests were not loaded, when they were asked for and were not. */
   readonly testsSkippedBecause: string | undefined;
   /** A new superuser connection to the application database; the caller ends it. */
@@ -82,21 +86,31 @@ export async function createDatabase(cluster: Cluster, database: string): Promis
   }
 }
 
-/** Loads a compiled document into `database`, then runs its pgTAP suite if it has one. */
+/** Loads a compiled document into `database` in one transaction. */
 export async function loadDocument(
   cluster: Cluster,
   database: string,
   doc: CompiledDocument,
-  runTests: boolean,
-): Promise<PgTapRun | undefined> {
+): Promise<void> {
   const client = new pg.Client(cluster.connectionConfig(database));
   client.on("error", () => {}); // errors surface through the query promises
   await client.connect();
   try {
     await loadSql(client, doc);
-    return runTests ? await runPgTap(client) : undefined;
   } finally {
     await client.end();
+  }
+}
+
+/** Runs the pgTAP suite of `database` on a connection of its own. */
+export async function runDatabaseTests(cluster: Cluster, database: string): Promise<PgTapRun> {
+  const client = new pg.Client(cluster.connectionConfig(database));
+  client.on("error", () => {});
+  await client.connect();
+  try {
+    return await runPgTap(client);
+  } finally {
+    await client.end().catch(() => {});
   }
 }
 
@@ -143,12 +157,18 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     const loadStarted = performance.now();
     const hasTests =
       wantTests && !testsSkippedBecause && doc.blocks.some((block) => block.tag === "tests");
-    const pgtap = await loadDocument(cluster, database, doc, hasTests);
+    await loadDocument(cluster, database, doc);
     log(`loaded ${file} in ${elapsed(loadStarted)}`);
-    if (pgtap) {
-      log(`pgTAP: ${pgtap.passed} passed, ${pgtap.failed} failed`);
-      if (!pgtap.ok) for (const line of describeFailures(pgtap)) log(line);
-    }
+    const testsStarted = performance.now();
+    const pgtap: Promise<PgTapRun | undefined> = hasTests
+      ? runDatabaseTests(cluster, database).then((run) => {
+          log(`pgTAP: ${run.passed} passed, ${run.failed} failed (${elapsed(testsStarted)})`);
+          if (!run.ok) for (const line of describeFailures(run)) log(line);
+          return run;
+        })
+      : Promise.resolve(undefined);
+    // Reported through the promise; never an unhandled rejection meanwhile.
+    pgtap.catch(() => {});
     const postgrestStarted = performance.now();
     const postgrest = await startPostgrest({
       dbUri: cluster.uri("authenticator", database),

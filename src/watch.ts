@@ -16,9 +16,9 @@ import { basename, dirname, resolve } from "node:path";
 import chokidar from "chokidar";
 import pg from "pg";
 import { type Cluster, startCluster } from "./cluster.js";
-import { createDatabase, loadDocument } from "./deploy.js";
+import { createDatabase, loadDocument, runDatabaseTests } from "./deploy.js";
 import { compileMarkdown, includedCode } from "./md2sql.js";
-import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
+import { describeFailures, hasPgTap, type PgTapRun } from "./pgtap.js";
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 
@@ -115,16 +115,23 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     const version = ++versionCounter;
     const database = `app_${version}`;
     await createDatabase(cluster, database);
-    let pgtapRun: Promise<PgTapRun | undefined>;
     try {
-      // Load now; the pgTAP suite runs after the switch, so the API reflects
-      // the change without waiting for the tests.
-      await loadDocument(cluster, database, doc, false);
+      // The API switches as soon as PostgREST is ready, without waiting for
+      // the pgTAP suite, which reports in the same reload line when done.
+      await loadDocument(cluster, database, doc);
     } catch (error) {
       await dropDatabase(cluster, database);
       const failure = error as { report?: string; message: string };
       return { kind: "load-failed", report: failure.report ?? failure.message, ms: ms() };
     }
+    // The suite runs in its own rolled-back transaction, beside PostgREST.
+    const pgtapRun: Promise<PgTapRun | undefined> =
+      testsAvailable && doc.blocks.some((block) => block.tag === "tests")
+        ? runDatabaseTests(cluster, database).catch((error: Error) => {
+            log(`pgTAP run failed: ${error.message}`);
+            return undefined;
+          })
+        : Promise.resolve(undefined);
     const postgrest = await startPostgrest({
       dbUri: cluster.uri("authenticator", database),
       port: await freePort(),
@@ -133,19 +140,6 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     const previous = served;
     served = { version, database, sql: doc.sql, postgrest };
     proxy.setTarget(postgrest.port);
-    if (testsAvailable && doc.blocks.some((block) => block.tag === "tests")) {
-      const client = new pg.Client(cluster.connectionConfig(database));
-      client.on("error", () => {}); // a stop mid-run ends the connection; the query reports it
-      await client.connect();
-      pgtapRun = runPgTap(client)
-        .catch((error: Error) => {
-          log(`pgTAP run failed: ${error.message}`);
-          return undefined;
-        })
-        .finally(() => client.end().catch(() => {}));
-    } else {
-      pgtapRun = Promise.resolve(undefined);
-    }
     if (previous) {
       await previous.postgrest.stop();
       await dropDatabase(cluster, previous.database);

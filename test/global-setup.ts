@@ -83,7 +83,7 @@ export async function setup(project: TestProject): Promise<void> {
   project.provide("apiUrl", deployment.url);
   project.provide("database", deployment.cluster.connectionConfig(deployment.database));
   project.provide("clusterDir", deployment.cluster.dir);
-  project.provide("pgtap", deployment.pgtap);
+  project.provide("pgtap", await deployment.pgtap);
 }
 
 export async function teardown(): Promise<void> {

@@ -96,7 +96,11 @@ describe("deploy-local command", () => {
     const ready = await waitForReady(run);
     expect(ready).toContain(`http://127.0.0.1:${port}`);
     expect(run.stdout()).toMatch(/psql: +psql -h \S+ -p \d+ -U postgres app/);
-    expect(run.stderr()).toContain("pgTAP: 2 passed, 0 failed");
+    // The suite runs while PostgREST starts; its line may follow "ready".
+    for (let i = 0; i < 200 && !run.stderr().includes("pgTAP:"); i++) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(run.stderr()).toMatch(/pgTAP: 2 passed, 0 failed \(\d+ ms\)/);
     const response = await fetch(`http://127.0.0.1:${port}/rpc/hello?name=you`);
     expect(await response.json()).toBe("hello, you");
     const dir = clusterDirOf(run.stdout());
