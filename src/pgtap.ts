@@ -92,7 +92,12 @@ export async function hasPgTap(client: pg.Client): Promise<boolean> {
 /** Runs every `schema.pattern` test function; the database is unchanged afterwards. */
 export async function runPgTap(
   client: pg.Client,
-  options: { schema?: string; pattern?: string } = {},
+  options: {
+    schema?: string;
+    pattern?: string;
+    /** The caller already opened a transaction it will roll back itself. */
+    inOpenTransaction?: boolean;
+  } = {},
 ): Promise<PgTapRun> {
   const schema = options.schema ?? "tests";
   const pattern = options.pattern ?? "^test_";
@@ -101,7 +106,8 @@ export async function runPgTap(
     throw new PgTapMissing("the pgTAP extension is not installed in this database");
   }
   const functions: PgTapFunctionResult[] = [];
-  await client.query("begin");
+  const own = options.inOpenTransaction !== true;
+  if (own) await client.query("begin");
   try {
     const names = await client.query<{ name: string }>(
       `select p.proname as name
@@ -136,7 +142,7 @@ export async function runPgTap(
       }
     }
   } finally {
-    await client.query("rollback");
+    if (own) await client.query("rollback");
   }
   let passed = 0;
   let failed = 0;

@@ -1,0 +1,296 @@
+// migrate: the document, then literate migrations, applied to a persistent
+// database with postgres-migrations.
+//
+// Migration 1 is the document itself (app.sql.md); migrations/NNN-name.sql.md
+// follow, NNN counting on from 2. Each is compiled with md2sql and handed to
+// postgres-migrations as `<N>_<name>.sql`, which applies each once, in its own
+// transaction, and records it with a hash.
+//
+// Two details make that fit literate documents:
+//
+// - What postgres-migrations sees is the code only: the included blocks'
+//   lines, without prose or blank prose lines. So the recorded hash changes
+//   when the SQL changes and not when the prose does, even when a prose edit
+//   moves every line. A line map keeps each code line's place in the
+//   Markdown.
+// - postgres-migrations rethrows a failing migration's error as a new Error,
+//   dropping PostgreSQL's position. The client we give it keeps the original
+//   error, which is mapped through the line map exactly as deploy-local maps
+//   a failed load: file.sql.md:LINE:COL, the line, a caret, detail, hint.
+
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
+import pg from "pg";
+import { migrate as runMigrations } from "postgres-migrations";
+import { formatError, locateError, type PgErrorFields, SchemaLoadError } from "./loader.js";
+import { type BlockTag, type CompiledDocument, compileFile } from "./md2sql.js";
+import { describeFailures, type PgTapRun, runPgTap } from "./pgtap.js";
+
+export interface MigrateOptions {
+  /** postgres:// URL of the target database. */
+  databaseUrl: string;
+  /** The document, migration 1 (default app.sql.md). */
+  file?: string;
+  /** Further migrations, NNN-name.sql.md (default "migrations"). */
+  migrationsDir?: string;
+  /** Also load the ```sql tests blocks and run the pgTAP suite, then roll them back. */
+  withTests?: boolean;
+  /** Only report what would be applied. */
+  dryRun?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface PlannedMigration {
+  id: number;
+  /** The file postgres-migrations records, e.g. "2_add-tags.sql". */
+  fileName: string;
+  /** The literate source, e.g. "migrations/002-add-tags.sql.md". */
+  source: string;
+  /** sha1 of fileName + SQL, as postgres-migrations computes it. */
+  hash: string;
+  applied: boolean;
+}
+
+export interface MigrateResult {
+  plan: PlannedMigration[];
+  applied: PlannedMigration[];
+  pgtap: PgTapRun | undefined;
+}
+
+/** The code of some blocks, one line per code line, and where each came from. */
+interface CodeOnly {
+  sql: string;
+  /** lineMap[i] = the Markdown line of code line i + 1. */
+  lineMap: number[];
+}
+
+function codeOnly(doc: CompiledDocument, tags: BlockTag[]): CodeOnly {
+  const lines = doc.sql.split("\n");
+  const out: string[] = [];
+  const lineMap: number[] = [];
+  for (const block of doc.blocks) {
+    if (!tags.includes(block.tag)) continue;
+    for (let n = block.startLine; n <= block.endLine; n++) {
+      out.push(lines[n - 1] as string);
+      lineMap.push(n);
+    }
+  }
+  return { sql: `${out.join("\n")}\n`, lineMap };
+}
+
+interface Source {
+  id: number;
+  name: string;
+  path: string;
+}
+
+const MIGRATION_NAME = /^(\d+)-([a-z0-9][a-z0-9_-]*)\.sql\.md$/i;
+
+/** The document and the migrations directory, in order, checked for gaps. */
+function sources(file: string, migrationsDir: string): Source[] {
+  const list: Source[] = [
+    { id: 1, name: basename(file).replace(/\.sql\.md$|\.md$/, ""), path: file },
+  ];
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(migrationsDir);
+  } catch {
+    return list;
+  }
+  const problems: string[] = [];
+  const found: Source[] = [];
+  for (const entry of entries.sort()) {
+    if (!entry.endsWith(".sql.md")) continue;
+    const match = MIGRATION_NAME.exec(entry);
+    if (!match?.[1] || !match[2]) {
+      problems.push(`${join(migrationsDir, entry)}: name it NNN-name.sql.md (NNN from 002)`);
+      continue;
+    }
+    found.push({ id: Number(match[1]), name: match[2], path: join(migrationsDir, entry) });
+  }
+  found.sort((a, b) => a.id - b.id);
+  found.forEach((source, index) => {
+    if (source.id !== index + 2) {
+      problems.push(
+        `${source.path}: expected number ${String(index + 2).padStart(3, "0")} (migrations count on from 002 without gaps; 001 is ${file})`,
+      );
+    }
+  });
+  if (problems.length > 0) throw new Error(`bad migration file names:\n  ${problems.join("\n  ")}`);
+  return [...list, ...found];
+}
+
+interface Compiled extends Source {
+  doc: CompiledDocument;
+  code: CodeOnly;
+  fileName: string;
+  hash: string;
+}
+
+async function compileSources(list: Source[]): Promise<Compiled[]> {
+  const { createHash } = await import("node:crypto");
+  const compiled: Compiled[] = [];
+  for (const source of list) {
+    const doc = await compileFile(source.path, { includeTests: false, includeFixtures: false });
+    const code = codeOnly(doc, ["app"]);
+    const fileName = `${source.id}_${source.name}.sql`;
+    const hash = createHash("sha1")
+      .update(fileName + code.sql, "utf8")
+      .digest("hex");
+    compiled.push({ ...source, doc, code, fileName, hash });
+  }
+  return compiled;
+}
+
+async function appliedHashes(client: pg.Client): Promise<Map<number, string>> {
+  const exists = await client.query("select to_regclass('migrations') is not null as present");
+  if (!exists.rows[0]?.present) return new Map();
+  const rows = await client.query<{ id: number; hash: string }>("select id, hash from migrations");
+  return new Map(rows.rows.map((r) => [r.id, r.hash]));
+}
+
+/** The compiler-style report for an error raised by a migration's code. */
+function reportFor(migration: Compiled, error: PgErrorFields, completed: number): SchemaLoadError {
+  const inCode = locateError(migration.code.sql, error, completed);
+  const line = inCode ? migration.code.lineMap[inCode.line - 1] : undefined;
+  const location = inCode && line !== undefined ? { line, column: inCode.column } : undefined;
+  const source = { sql: migration.doc.sql, fileName: migration.path };
+  return new SchemaLoadError(
+    formatError(source, error, location),
+    migration.path,
+    location,
+    error.code,
+    error,
+  );
+}
+
+/**
+ * A pg client that remembers the last database error and how many
+ * statements of the failing query completed, because postgres-migrations
+ * replaces the error with one that has lost its position.
+ */
+function errorKeepingClient(client: pg.Client): {
+  lastError: () => { error: PgErrorFields; completed: number } | undefined;
+} {
+  let last: { error: PgErrorFields; completed: number } | undefined;
+  const connection = (client as unknown as { connection: NodeJS.EventEmitter }).connection;
+  let completed = 0;
+  connection.on("commandComplete", () => {
+    completed++;
+  });
+  const original = client.query.bind(client) as (...args: unknown[]) => Promise<unknown>;
+  (client as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = async (
+    ...args: unknown[]
+  ) => {
+    completed = 0;
+    try {
+      return await original(...args);
+    } catch (error) {
+      if ((error as PgErrorFields).code) last = { error: error as PgErrorFields, completed };
+      throw error;
+    }
+  };
+  return { lastError: () => last };
+}
+
+export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
+  const log = options.log ?? (() => {});
+  const file = options.file ?? "app.sql.md";
+  const compiled = await compileSources(sources(file, options.migrationsDir ?? "migrations"));
+
+  const client = new pg.Client({ connectionString: options.databaseUrl });
+  client.on("error", () => {});
+  await client.connect();
+  const dir = mkdtempSync(join(tmpdir(), "pgs-migrations-"));
+  try {
+    const recorded = await appliedHashes(client);
+    const plan: PlannedMigration[] = compiled.map((m) => ({
+      id: m.id,
+      fileName: m.fileName,
+      source: m.path,
+      hash: m.hash,
+      applied: recorded.has(m.id),
+    }));
+    // Refuse changed history before touching anything, naming the document.
+    const changed = compiled.filter((m) => recorded.has(m.id) && recorded.get(m.id) !== m.hash);
+    if (changed.length > 0) {
+      throw new Error(
+        changed
+          .map(
+            (m) =>
+              `${m.path}: its SQL changed after it was applied to this database (prose edits are fine; ` +
+              "code is not). Put the change in a new migration, migrations/NNN-name.sql.md",
+          )
+          .join("\n"),
+      );
+    }
+    const pending = plan.filter((m) => !m.applied);
+    if (options.dryRun) {
+      for (const m of plan) {
+        log(
+          `${m.applied ? "applied      " : "would apply  "} ${m.source} as ${m.fileName} (${m.hash.slice(0, 12)})`,
+        );
+      }
+      if (pending.length === 0) log("nothing to apply");
+      return { plan, applied: [], pgtap: undefined };
+    }
+
+    for (const m of compiled) writeFileSync(join(dir, m.fileName), m.code.sql);
+    const keeper = errorKeepingClient(client);
+    const started = performance.now();
+    try {
+      await runMigrations({ client }, dir, { logger: () => {} });
+    } catch (error) {
+      const failure = keeper.lastError();
+      const failed = compiled.find((m) => (error as Error).message.includes(`'${m.name}'`));
+      if (failure && failed) throw reportFor(failed, failure.error, failure.completed);
+      throw error;
+    }
+    for (const m of pending) log(`applied ${m.source} as ${m.fileName}`);
+    log(
+      pending.length === 0
+        ? "nothing to apply: the database is up to date"
+        : `applied ${pending.length} migration(s) in ${Math.round(performance.now() - started)} ms`,
+    );
+
+    let pgtap: PgTapRun | undefined;
+    if (options.withTests) pgtap = await runTestsThenRollBack(client, compiled, log);
+    return { plan, applied: pending, pgtap };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await client.end().catch(() => {});
+  }
+}
+
+/**
+ * Loads the test blocks of every migration in a transaction, runs the pgTAP
+ * suite, and rolls everything back: the database keeps no trace of them.
+ */
+async function runTestsThenRollBack(
+  client: pg.Client,
+  compiled: Compiled[],
+  log: (line: string) => void,
+): Promise<PgTapRun> {
+  await client.query("begin");
+  try {
+    for (const m of compiled) {
+      const doc = await compileFile(m.path, { includeTests: true, includeFixtures: false });
+      const tests = codeOnly(doc, ["tests"]);
+      if (tests.lineMap.length === 0) continue;
+      const withTests: Compiled = { ...m, doc, code: tests };
+      try {
+        await client.query(tests.sql);
+      } catch (error) {
+        if (!(error as PgErrorFields).code) throw error;
+        throw reportFor(withTests, error as PgErrorFields, 0);
+      }
+    }
+    const run = await runPgTap(client, { inOpenTransaction: true });
+    log(`pgTAP: ${run.passed} passed, ${run.failed} failed`);
+    if (!run.ok) for (const line of describeFailures(run)) log(line);
+    return run;
+  } finally {
+    await client.query("rollback").catch(() => {});
+  }
+}

@@ -1,0 +1,316 @@
+// migrate: the document and literate migrations applied to a persistent
+// database, once each, with changed history refused and errors mapped to
+// the Markdown.
+
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Cluster, startCluster } from "../src/cluster.js";
+import { SchemaLoadError } from "../src/loader.js";
+import { migrate } from "../src/migrate.js";
+import { freePort, startPostgrest } from "../src/postgrest.js";
+import { spawnCli } from "./support/deploy-local-process.js";
+
+let cluster: Cluster;
+let work: string;
+let counter = 0;
+
+beforeAll(async () => {
+  cluster = await startCluster();
+  work = mkdtempSync(join(tmpdir(), "migrate-test-"));
+});
+
+afterAll(async () => {
+  await cluster?.stop();
+  rmSync(work, { recursive: true, force: true });
+});
+
+/** A fresh database and a project directory of its own. */
+async function project(): Promise<{
+  url: string;
+  dir: string;
+  database: string;
+  query: (sql: string) => Promise<pg.QueryResult>;
+}> {
+  const database = `migrate_${++counter}`;
+  const admin = new pg.Client(cluster.connectionConfig("postgres"));
+  await admin.connect();
+  await admin.query(`create database ${database}`);
+  await admin.end();
+  const dir = join(work, database);
+  mkdirSync(join(dir, "migrations"), { recursive: true });
+  const url = cluster.uri("postgres", database);
+  const query = async (sql: string) => {
+    const client = new pg.Client(cluster.connectionConfig(database));
+    await client.connect();
+    try {
+      return await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  };
+  return { url, dir, database, query };
+}
+
+const APP = `# Notes app
+
+A table for notes.
+
+\`\`\`sql
+create table notes (id int primary key, body text not null);
+\`\`\`
+
+And a function.
+
+\`\`\`sql
+create function note_count() returns bigint language sql as $$ select count(*) from notes $$;
+\`\`\`
+
+\`\`\`sql tests
+create extension if not exists pgtap;
+create schema tests;
+create function tests.test_notes() returns setof text language plpgsql as $t$
+begin
+  return next is(note_count(), 0::bigint, 'no notes yet');
+end
+$t$;
+\`\`\`
+
+\`\`\`sql fixtures
+insert into notes values (1, 'demo');
+\`\`\`
+`;
+
+const ADD_TAGS = `# Tags
+
+Notes get tags.
+
+\`\`\`sql
+alter table notes add column tags text[] not null default '{}';
+\`\`\`
+`;
+
+async function tables(query: (sql: string) => Promise<pg.QueryResult>): Promise<string[]> {
+  const { rows } = await query(
+    "select table_name from information_schema.tables where table_schema = 'public' order by 1",
+  );
+  return rows.map((r) => r.table_name as string);
+}
+
+describe("migrate", () => {
+  it("applies the document once, then only new migrations", async () => {
+    const { url, dir, query } = await project();
+    const file = join(dir, "app.sql.md");
+    writeFileSync(file, APP);
+    const first = await migrate({ databaseUrl: url, file, migrationsDir: join(dir, "migrations") });
+    expect(first.applied.map((m) => m.fileName)).toEqual(["1_app.sql"]);
+    expect(await tables(query)).toEqual(["migrations", "notes"]);
+    // Fixtures and tests are not applied to a real database.
+    expect((await query("select count(*)::int as n from notes")).rows[0].n).toBe(0);
+    expect((await query("select to_regnamespace('tests') as t")).rows[0].t).toBeNull();
+
+    const again = await migrate({ databaseUrl: url, file, migrationsDir: join(dir, "migrations") });
+    expect(again.applied).toEqual([]);
+
+    writeFileSync(join(dir, "migrations", "002-add-tags.sql.md"), ADD_TAGS);
+    const third = await migrate({ databaseUrl: url, file, migrationsDir: join(dir, "migrations") });
+    expect(third.applied.map((m) => m.fileName)).toEqual(["2_add-tags.sql"]);
+    const columns = await query(
+      "select column_name from information_schema.columns where table_name = 'notes' order by ordinal_position",
+    );
+    expect(columns.rows.map((r) => r.column_name)).toEqual(["id", "body", "tags"]);
+  });
+
+  it("accepts prose-only edits, even ones that move every line", async () => {
+    const { url, dir } = await project();
+    const file = join(dir, "app.sql.md");
+    writeFileSync(file, APP);
+    await migrate({ databaseUrl: url, file, migrationsDir: join(dir, "migrations") });
+    writeFileSync(
+      file,
+      APP.replace("A table for notes.", "A table for notes.\n\nIt has\nmany more\nwords now."),
+    );
+    const result = await migrate({
+      databaseUrl: url,
+      file,
+      migrationsDir: join(dir, "migrations"),
+    });
+    expect(result.applied).toEqual([]);
+  });
+
+  it("refuses an applied migration whose code changed, naming the file, and changes nothing", async () => {
+    const { url, dir, query } = await project();
+    const file = join(dir, "app.sql.md");
+    writeFileSync(file, APP);
+    writeFileSync(join(dir, "migrations", "002-add-tags.sql.md"), ADD_TAGS);
+    await migrate({ databaseUrl: url, file, migrationsDir: join(dir, "migrations") });
+    writeFileSync(file, APP.replace("body text not null", "body text"));
+    writeFileSync(
+      join(dir, "migrations", "003-more.sql.md"),
+      "```sql\ncreate table more_things (id int);\n```\n",
+    );
+    await expect(
+      migrate({ databaseUrl: url, file, migrationsDir: join(dir, "migrations") }),
+    ).rejects.toThrow(`${file}: its SQL changed after it was applied`);
+    expect(await tables(query)).not.toContain("more_things");
+  });
+
+  it("reports a failing migration at its Markdown line and column, and rolls it back", async () => {
+    const { url, dir, query } = await project();
+    const file = join(dir, "app.sql.md");
+    writeFileSync(file, APP);
+    const broken = join(dir, "migrations", "002-broken.sql.md");
+    writeFileSync(
+      broken,
+      [
+        "# Broken", // 1
+        "", // 2
+        "Some prose.", // 3
+        "", // 4
+        "```sql", // 5
+        "create table half_done (id int);", // 6
+        "alter table notes add column tagz text", // 7
+        "  referencs other;", // 8
+        "```", // 9
+      ].join("\n"),
+    );
+    const error = await migrate({
+      databaseUrl: url,
+      file,
+      migrationsDir: join(dir, "migrations"),
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(SchemaLoadError);
+    expect((error as SchemaLoadError).report.split("\n")[0]).toBe(
+      `${broken}:8:3: error 42601: syntax error at or near "referencs"`,
+    );
+    expect((error as SchemaLoadError).report).toContain("  8 |   referencs other;\n    |   ^");
+    // Migration 1 went in; the broken one left nothing and is not recorded.
+    expect(await tables(query)).toEqual(["migrations", "notes"]);
+    const recorded = await query("select id from migrations order by id");
+    expect(recorded.rows.map((r) => r.id)).toEqual([0, 1]);
+  });
+
+  it("prints the plan with --dry-run and changes nothing", async () => {
+    const { url, dir, query } = await project();
+    const file = join(dir, "app.sql.md");
+    writeFileSync(file, APP);
+    const run = spawnCli([
+      "migrate",
+      "--dry-run",
+      "--database-url",
+      url,
+      "--file",
+      file,
+      "--migrations-dir",
+      join(dir, "migrations"),
+    ]);
+    expect(await run.exited).toBe(0);
+    expect(run.stderr()).toMatch(/would apply +.*app\.sql\.md as 1_app\.sql/);
+    expect(await tables(query)).toEqual([]);
+  });
+
+  it("runs the pgTAP suite with --with-tests and keeps no trace of it", async () => {
+    const { url, dir, query } = await project();
+    const file = join(dir, "app.sql.md");
+    writeFileSync(file, APP);
+    const result = await migrate({
+      databaseUrl: url,
+      file,
+      migrationsDir: join(dir, "migrations"),
+      withTests: true,
+    });
+    expect(result.pgtap?.ok).toBe(true);
+    expect(result.pgtap?.passed).toBe(1);
+    expect((await query("select to_regnamespace('tests') as t")).rows[0].t).toBeNull();
+  });
+
+  it("says which option is missing, with exit code 2", async () => {
+    const run = spawnCli(["migrate"], { DATABASE_URL: "" });
+    expect(await run.exited).toBe(2);
+    expect(run.stderr()).toContain("--database-url is required (or set DATABASE_URL)");
+  });
+});
+
+describe("migrate with the real application", () => {
+  it("serves it through PostgREST, and sessions survive a later migration", async () => {
+    const { url, dir, database } = await project();
+    const appFile = join(import.meta.dirname, "..", "app.sql.md");
+    await migrate({ databaseUrl: url, file: appFile, migrationsDir: join(dir, "migrations") });
+    const postgrest = await startPostgrest({
+      dbUri: cluster.uri("authenticator", database),
+      port: await freePort(),
+      logFile: join(dir, "postgrest.log"),
+    });
+    try {
+      const registered = await fetch(`${postgrest.url}/rpc/register`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "mig@example.com", name: "Mig", password: "migration test" }),
+      });
+      expect(registered.status).toBe(200);
+      const cookie = registered.headers.get("set-cookie") ?? "";
+      // Production defaults: the cookie is Secure.
+      expect(cookie).toContain("; Secure");
+      const token = /session_token=([^;]+)/.exec(cookie)?.[1];
+      const me = async () =>
+        (
+          await fetch(`${postgrest.url}/rpc/current_user`, {
+            headers: { cookie: `session_token=${token}` },
+          })
+        ).status;
+      expect(await me()).toBe(200);
+
+      writeFileSync(
+        join(dir, "migrations", "002-todo-priority.sql.md"),
+        "Todos get a priority.\n\n```sql\nalter table app.todos add column priority int not null default 0;\n```\n",
+      );
+      const upgrade = await migrate({
+        databaseUrl: url,
+        file: appFile,
+        migrationsDir: join(dir, "migrations"),
+      });
+      expect(upgrade.applied.map((m) => m.fileName)).toEqual(["2_todo-priority.sql"]);
+      await postgrest.reloadSchema();
+      expect(await me()).toBe(200);
+    } finally {
+      await postgrest.stop();
+    }
+  });
+
+  it("works for a database owner with CREATEROLE (not a superuser) where the roles already exist", async () => {
+    const { dir, database } = await project();
+    const admin = new pg.Client(cluster.connectionConfig("postgres"));
+    await admin.connect();
+    await admin.query(`do $$ begin
+      if not exists (select from pg_roles where rolname = 'deployer') then
+        create role deployer login createrole;
+      end if; end $$`);
+    await admin.query(`alter database ${database} owner to deployer`);
+    await admin.end();
+    const url = cluster.uri("deployer", database);
+    const appFile = join(import.meta.dirname, "..", "app.sql.md");
+    const result = await migrate({
+      databaseUrl: url,
+      file: appFile,
+      migrationsDir: join(dir, "migrations"),
+    });
+    expect(result.applied).toHaveLength(1);
+    const check = new pg.Client(cluster.connectionConfig(database));
+    await check.connect();
+    const { rows } = await check.query("select rolsuper from pg_roles where rolname = 'deployer'");
+    expect(rows[0].rolsuper).toBe(false);
+    const owner = await check.query(
+      "select pg_get_userbyid(nspowner) as o from pg_namespace where nspname = 'auth'",
+    );
+    expect(owner.rows[0].o).toBe("auth_owner");
+    await check.end();
+    expect(readFileSync(appFile, "utf8")).toContain(
+      "grant app_owner, auth_owner, api_owner to current_user",
+    );
+  });
+});
