@@ -7,9 +7,10 @@
 # The toolkit finds PostgreSQL through PG_BIN and PostgREST through
 # POSTGREST_BIN, both set below, instead of the npm-packaged binaries.
 let
-  # nixos-24.05; update the rev and hash together (nix-prefetch-url --unpack <url>).
+  # The nixpkgs 24.05 release tag. The hash pins its content: update the URL
+  # and hash together (nix-prefetch-url --unpack <url> prints the new hash).
   nixpkgs = builtins.fetchTarball {
-    url = "https://github.com/NixOS/nixpkgs/archive/63dacb46bf939521bdc93981b4cbb7ecb58427a0.tar.gz";
+    url = "https://github.com/NixOS/nixpkgs/archive/refs/tags/24.05.tar.gz";
     sha256 = "1lr1h35prqkd1mkmzriwlpvxcb34kmhc9dnr48gkm8hh089hifmx";
   };
   pkgs = import nixpkgs { };
