@@ -45,7 +45,7 @@ export interface Cluster {
   readonly superuser: string;
   readonly bin: PgBinaries;
   readonly logFile: string;
-  /** Connection settings for `pg` as the superuser. */
+  /** Connection settings for `pg` as the superuser (default: the maintenance database). */
   connectionConfig(database?: string): pg.ClientConfig;
   /** A libpq URI, for PostgREST's db-uri. */
   uri(user: string, database: string): string;
@@ -55,6 +55,10 @@ export interface Cluster {
   restart(): Promise<void>;
   /** Stop the server and remove the directory. Safe to call more than once. */
   stop(): Promise<void>;
+  /** Existing servers only: a database created for this run, to drop on stop. */
+  noteDatabase?(name: string): void;
+  /** Existing servers only: let PostgREST log in as the authenticator. */
+  prepareAuthenticator?(database: string): Promise<void>;
 }
 
 const SUPERUSER = "postgres";

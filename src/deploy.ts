@@ -24,6 +24,8 @@ export interface LocalDeploymentOptions {
   pgPort?: number;
   /** Where PostgreSQL comes from: local binaries (default) or a Docker container. */
   postgres?: "local" | "docker";
+  /** Use this existing server (postgres:// URL) instead of a throwaway cluster. */
+  existingServer?: string;
   /** Name of the application database (default "app"). */
   database?: string;
   /** Further PGRST_* settings for PostgREST. */
@@ -74,7 +76,7 @@ export function pgTapInstallHint(major: number): string {
 }
 
 export async function createDatabase(cluster: Cluster, database: string): Promise<void> {
-  const admin = new pg.Client(cluster.connectionConfig("postgres"));
+  const admin = new pg.Client(cluster.connectionConfig());
   admin.on("error", () => {}); // errors surface through the query promises
   await admin.connect();
   try {
@@ -131,8 +133,9 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   const proxy = await startFrontProxy(options.port ?? 3000);
   let cluster: Cluster;
   try {
-    cluster =
-      options.postgres === "docker"
+    cluster = options.existingServer
+      ? await (await import("./existing.js")).useExistingServer(options.existingServer)
+      : options.postgres === "docker"
         ? await (await import("./container.js")).startContainerCluster({ log })
         : await startCluster({
             log,
@@ -144,6 +147,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     throw error;
   }
   try {
+    cluster.noteDatabase?.(database);
     await createDatabase(cluster, database);
     let doc = withTests;
     let testsSkippedBecause: string | undefined;
@@ -163,6 +167,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     const hasTests =
       wantTests && !testsSkippedBecause && doc.blocks.some((block) => block.tag === "tests");
     await loadDocument(cluster, database, doc);
+    await cluster.prepareAuthenticator?.(database);
     log(`loaded ${file} in ${elapsed(loadStarted)}`);
     const testsStarted = performance.now();
     const pgtap: Promise<PgTapRun | undefined> = hasTests

@@ -63,7 +63,7 @@ function timestamp(): string {
 }
 
 async function dropDatabase(cluster: Cluster, database: string): Promise<void> {
-  const admin = new pg.Client(cluster.connectionConfig("postgres"));
+  const admin = new pg.Client(cluster.connectionConfig());
   admin.on("error", () => {});
   await admin.connect();
   try {
@@ -205,7 +205,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
   };
 
   try {
-    const probe = new pg.Client(cluster.connectionConfig("postgres"));
+    const probe = new pg.Client(cluster.connectionConfig());
     await probe.connect();
     testsAvailable = wantTests && (await hasPgTap(probe).finally(() => probe.end()));
     if (wantTests && !testsAvailable) log("pgTAP is not installed: test blocks are not loaded");

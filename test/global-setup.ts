@@ -4,6 +4,7 @@
 // (root on Debian/Ubuntu) and otherwise the run fails with the exact command.
 
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import pg, { type ClientConfig } from "pg";
 import type { TestProject } from "vitest/node";
@@ -26,8 +27,21 @@ function canInstallPackages(): boolean {
   return process.getuid?.() === 0 && existsSync("/usr/bin/apt-get");
 }
 
+/**
+ * TEST_DATABASE_URL runs the suite on an existing PostgreSQL server instead
+ * of a throwaway cluster: a database of its own (pgs_test_<random>) that is
+ * dropped afterwards, and the document's roles, removed again unless they
+ * existed before (see src/existing.ts).
+ */
 async function deploy(): Promise<LocalDeployment> {
-  return deployLocal({ file: "app.sql.md", port: await freePort() });
+  const existingServer = process.env.TEST_DATABASE_URL;
+  return deployLocal({
+    file: "app.sql.md",
+    port: await freePort(),
+    ...(existingServer
+      ? { existingServer, database: `pgs_test_${randomBytes(4).toString("hex")}` }
+      : {}),
+  });
 }
 
 let deployment: LocalDeployment | undefined;
