@@ -187,6 +187,7 @@ function svgChart(ratios: Array<{ label: string; value: number; goal: number }>)
     })
     .join("\n");
   return `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="system-ui, sans-serif">
+<title>Session cost as throughput ratios against their goals</title>
 <rect width="100%" height="100%" fill="white"/>
 <text x="20" y="28" font-size="16" font-weight="bold">Session cost, as throughput ratios (dashed: goal)</text>
 ${bars}
