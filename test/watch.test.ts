@@ -102,6 +102,23 @@ describe("watch mode", () => {
     expect(await apiVersion()).toBe("v4");
   });
 
+  it("a version that fails its pgTAP tests is served, marked as failing, with the failure printed", async () => {
+    const failing = documentWithVersion(
+      "v-failing",
+      "",
+      "\n\n```sql tests\ncreate function tests.test_version() returns setof text language plpgsql as $$ begin return next is(api.version(), 'something else', 'version is something else'); end $$;\n```",
+    );
+    const outcome = await save(failing);
+    expect(outcome?.kind).toBe("loaded");
+    if (outcome?.kind === "loaded") expect(outcome.pgtap?.ok).toBe(false);
+    expect(await apiVersion()).toBe("v-failing");
+    expect(
+      logLines.some((l) => l.includes("not ok: tests.test_version: version is something else")),
+    ).toBe(true);
+    expect(logLines.at(-1)).toMatch(/pgTAP 2 passed, 1 FAILED \(serving, but FAILING its tests\)/);
+    expect((await save(documentWithVersion("v4")))?.kind).toBe("loaded");
+  });
+
   it("a prose-only edit does not reload", async () => {
     const current = session.currentDatabase();
     const outcome = await save(documentWithVersion("v4", "", "\n\nSome new words about versions."));
