@@ -191,6 +191,8 @@ describe("demo page in Chromium", () => {
     await expect(other.count()).resolves.toBe(1);
     await other.locator("button").click();
     await laptopPage.locator("#message", { hasText: "Session revoked." }).waitFor();
+    // The list reloads after the message: wait for the revoked row to go.
+    await laptopPage.locator("#sessions tr").nth(1).waitFor({ state: "detached" });
     await expect(laptopPage.locator("#sessions tr").count()).resolves.toBe(1);
 
     await addTodoExpectingLogout(phonePage);
