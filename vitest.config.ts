@@ -7,6 +7,8 @@ export default defineConfig({
     hookTimeout: 120_000,
     pool: "forks",
     globalSetup: ["test/global-setup.ts"],
-    reporters: ["default"],
+    reporters: ["default", "json"],
+    // Read by .ci/run for its closing "N passed, N failed" line.
+    outputFile: { json: "test-results/vitest.json" },
   },
 });
