@@ -62,6 +62,16 @@ export interface Cluster {
 }
 
 const SUPERUSER = "postgres";
+
+/**
+ * Server settings for disposable data: no fsync, no waiting for WAL flushes,
+ * no full-page images. A crash loses the data, which is never worth keeping.
+ */
+export const THROWAWAY_SERVER_SETTINGS = [
+  "fsync=off",
+  "synchronous_commit=off",
+  "full_page_writes=off",
+] as const;
 const DEFAULT_PORT = 5432;
 // Unix socket paths are limited to 107 bytes; leave room for "/.s.PGSQL.NNNNN".
 const MAX_SOCKET_DIR_LENGTH = 80;
@@ -236,12 +246,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       String(port),
       "-c",
       `listen_addresses=${tcp ? "127.0.0.1" : ""}`,
-      "-c",
-      "fsync=off",
-      "-c",
-      "synchronous_commit=off",
-      "-c",
-      "full_page_writes=off",
+      ...THROWAWAY_SERVER_SETTINGS.flatMap((setting) => ["-c", setting]),
       "-c",
       "max_connections=200",
     ];

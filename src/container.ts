@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type pg from "pg";
 import { registerCleanup } from "./cleanup.js";
-import type { Cluster } from "./cluster.js";
+import { type Cluster, THROWAWAY_SERVER_SETTINGS } from "./cluster.js";
 
 export const DEFAULT_IMAGE = "postgres:15";
 
@@ -50,15 +50,7 @@ export async function startContainerCluster(
   const started = performance.now();
   const container = await new GenericContainer(image)
     .withEnvironment({ POSTGRES_HOST_AUTH_METHOD: "trust", TZ: "UTC" })
-    .withCommand([
-      "postgres",
-      "-c",
-      "fsync=off",
-      "-c",
-      "synchronous_commit=off",
-      "-c",
-      "full_page_writes=off",
-    ])
+    .withCommand(["postgres", ...THROWAWAY_SERVER_SETTINGS.flatMap((setting) => ["-c", setting])])
     .withExposedPorts(5432)
     .withWaitStrategy(Wait.forLogMessage(/database system is ready to accept connections/, 2))
     .start();

@@ -207,6 +207,21 @@ export function formatError(
   return lines.join("\n");
 }
 
+/** A SchemaLoadError whose report shows `source` at `location`. */
+export function schemaLoadError(
+  source: SqlSource,
+  error: PgErrorFields,
+  location: SourceLocation | undefined,
+): SchemaLoadError {
+  return new SchemaLoadError(
+    formatError(source, error, location),
+    source.fileName,
+    location,
+    error.code,
+    error,
+  );
+}
+
 interface CommandCompleteEmitter {
   on(event: "commandComplete", listener: () => void): unknown;
   removeListener(event: "commandComplete", listener: () => void): unknown;
@@ -233,14 +248,7 @@ export async function loadSql(client: pg.Client, source: SqlSource): Promise<voi
     await client.query("rollback").catch(() => {});
     const fields = error as PgErrorFields;
     if (!fields.code) throw error;
-    const location = locateError(source.sql, fields, completed);
-    throw new SchemaLoadError(
-      formatError(source, fields, location),
-      source.fileName,
-      location,
-      fields.code,
-      error,
-    );
+    throw schemaLoadError(source, fields, locateError(source.sql, fields, completed));
   }
   connection.removeListener("commandComplete", onComplete);
   await client.query("commit");

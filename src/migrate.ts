@@ -23,7 +23,12 @@ import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import pg from "pg";
 import { migrate as runMigrations } from "postgres-migrations";
-import { formatError, locateError, type PgErrorFields, SchemaLoadError } from "./loader.js";
+import {
+  locateError,
+  type PgErrorFields,
+  type SchemaLoadError,
+  schemaLoadError,
+} from "./loader.js";
 import { type BlockTag, type CompiledDocument, compileFile } from "./md2sql.js";
 import { describeFailures, type PgTapRun, runPgTap } from "./pgtap.js";
 
@@ -155,14 +160,7 @@ function reportFor(migration: Compiled, error: PgErrorFields, completed: number)
   const inCode = locateError(migration.code.sql, error, completed);
   const line = inCode ? migration.code.lineMap[inCode.line - 1] : undefined;
   const location = inCode && line !== undefined ? { line, column: inCode.column } : undefined;
-  const source = { sql: migration.doc.sql, fileName: migration.path };
-  return new SchemaLoadError(
-    formatError(source, error, location),
-    migration.path,
-    location,
-    error.code,
-    error,
-  );
+  return schemaLoadError({ sql: migration.doc.sql, fileName: migration.path }, error, location);
 }
 
 /**

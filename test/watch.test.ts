@@ -35,9 +35,14 @@ async function apiVersion(): Promise<string | number> {
 }
 
 /** Writes the file and waits until the watcher has handled it. */
-async function save(content: string): Promise<ReloadOutcome | undefined> {
+function save(content: string): Promise<ReloadOutcome | undefined> {
+  return afterChange(() => writeFileSync(file, content));
+}
+
+/** Makes a change to the document's directory and waits for the watcher's reload. */
+async function afterChange(change: () => void): Promise<ReloadOutcome | undefined> {
   const before = outcomes.length;
-  writeFileSync(file, content);
+  change();
   const deadline = Date.now() + 20_000;
   while (outcomes.length === before && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 20));
@@ -147,13 +152,7 @@ describe("watch mode", () => {
   it("sees a file replaced by rename, as editors and git do", async () => {
     const replacement = join(dir, ".app.sql.md.tmp");
     writeFileSync(replacement, documentWithVersion("renamed"));
-    const before = outcomes.length;
-    renameSync(replacement, file);
-    const deadline = Date.now() + 20_000;
-    while (outcomes.length === before && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    await session.idle();
+    await afterChange(() => renameSync(replacement, file));
     expect(await apiVersion()).toBe("renamed");
   });
 
