@@ -38,21 +38,29 @@ export async function cleanupAll(): Promise<void> {
   }
 }
 
+function lastResortForAll(): void {
+  for (const entry of [...entries].reverse()) entry.lastResort();
+  entries.clear();
+}
+
 function install(): void {
   if (installed) return;
   installed = true;
   const onSignal = (signal: NodeJS.Signals) => {
-    if (shuttingDown) return;
+    if (shuttingDown) {
+      // A second signal (Ctrl-C pressed again, or npm forwarding the one the
+      // terminal already sent us) must not kill us halfway through cleaning
+      // up: finish synchronously instead, then go.
+      lastResortForAll();
+      process.exit(exitCodeForSignal(signal));
+    }
     shuttingDown = true;
     void cleanupAll().finally(() => process.exit(exitCodeForSignal(signal)));
   };
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
-  process.once("SIGHUP", onSignal);
-  process.on("exit", () => {
-    for (const entry of [...entries].reverse()) entry.lastResort();
-    entries.clear();
-  });
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  process.on("SIGHUP", onSignal);
+  process.on("exit", lastResortForAll);
 }
 
 /** Registers a resource; the returned function unregisters it after a normal stop. */

@@ -113,6 +113,18 @@ describe("deploy-local command", () => {
     expect(await fetch(`http://127.0.0.1:${port}/`).catch(() => "refused")).toBe("refused");
   });
 
+  it("cleans up even when SIGINT comes twice (Ctrl-C plus npm forwarding it)", async () => {
+    const run = spawnCli(["deploy-local", "--port", String(await freePort()), "--file", MINIMAL]);
+    await waitForReady(run);
+    const dir = clusterDirOf(run.stdout());
+    const pids = await processesMentioning(dir);
+    run.child.kill("SIGINT");
+    run.child.kill("SIGINT");
+    expect(await run.exited).toBe(0);
+    expect(existsSync(dir)).toBe(false);
+    expect(pids.filter(processAlive)).toEqual([]);
+  });
+
   it("reports a port in use clearly instead of hanging", async () => {
     const blocker: Server = createServer();
     const port = await new Promise<number>((resolve) =>
