@@ -1,6 +1,6 @@
 // The cluster and deploy-local leave nothing behind: no process, no directory.
 
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
@@ -14,7 +14,13 @@ const MINIMAL = "test/fixtures/minimal.sql.md";
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  // A zombie has exited; it only waits for its parent to reap it.
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
   } catch {
     return false;
   }
