@@ -19,6 +19,7 @@ async function readStdin(): Promise<Uint8Array> {
 
 export function md2sqlCommand(): Command {
   return new Command("md2sql")
+    .summary("compile literate Markdown to SQL, line for line")
     .description(
       "Compile literate Markdown to SQL, line for line: line N of the output is line N of the " +
         "input, with everything that is not code commented out.\n\n" +

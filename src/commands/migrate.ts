@@ -15,6 +15,7 @@ interface MigrateFlags {
 
 export function migrateCommand(): Command {
   return new Command("migrate")
+    .summary("apply the document and migrations/ to a persistent database")
     .description(
       "Apply the document (migration 1) and migrations/NNN-name.sql.md (from 002) to a database, " +
         "each once and in its own transaction, recorded in its `migrations` table. Test and fixture " +
