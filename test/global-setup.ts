@@ -6,6 +6,7 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import { join } from "node:path";
 import pg, { type ClientConfig } from "pg";
 import type { TestProject } from "vitest/node";
 import { deployLocal, type LocalDeployment, pgTapInstallHint } from "../src/deploy.js";
@@ -74,7 +75,25 @@ async function useExistingDeployment(project: TestProject): Promise<boolean> {
   return true;
 }
 
+/**
+ * On a fresh Debian/Ubuntu machine, as root, install what the suite needs
+ * from the distribution (pgTAP for the PostgreSQL found, Chromium for the
+ * end-to-end tests), so that `npm ci && npm test` is all it takes. The script
+ * is idempotent and quick when everything is there.
+ */
+function installSystemPackages(): void {
+  if (!canInstallPackages() || process.env.PG_BIN) return;
+  execFileSync(
+    "bash",
+    [join(import.meta.dirname, "..", "scripts", "setup-system.sh"), "chromium"],
+    {
+      stdio: ["ignore", "inherit", "inherit"],
+    },
+  );
+}
+
 export async function setup(project: TestProject): Promise<void> {
+  installSystemPackages();
   if (await useExistingDeployment(project)) return;
   deployment = await deploy();
   if (deployment.testsSkippedBecause) {
