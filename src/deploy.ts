@@ -8,6 +8,7 @@ import { type CompiledDocument, compileFile } from "./md2sql.js";
 import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
+import { providerKeys, type SsoOptions, ssoDatabaseSettings, ssoPostgrestEnv } from "./sso.js";
 
 export interface LocalDeploymentOptions {
   /** The literate document (default app.sql.md). */
@@ -26,6 +27,8 @@ export interface LocalDeploymentOptions {
   postgres?: "local" | "docker";
   /** Use this existing server (postgres:// URL) instead of a throwaway cluster. */
   existingServer?: string;
+  /** Accept an identity provider's tokens at /rpc/login_with_token. */
+  sso?: SsoOptions;
   /** Name of the application database (default "app"). */
   database?: string;
   /** Further PGRST_* settings for PostgREST. */
@@ -75,14 +78,18 @@ export function pgTapInstallHint(major: number): string {
   return `apt-get install postgresql-${major}-pgtap`;
 }
 
-export async function createDatabase(cluster: Cluster, database: string): Promise<void> {
+export async function createDatabase(
+  cluster: Cluster,
+  database: string,
+  settings: Record<string, string> = LOCAL_DATABASE_SETTINGS,
+): Promise<void> {
   const admin = new pg.Client(cluster.connectionConfig());
   admin.on("error", () => {}); // errors surface through the query promises
   await admin.connect();
   try {
     const ident = admin.escapeIdentifier(database);
     await admin.query(`create database ${ident}`);
-    for (const [name, value] of Object.entries(LOCAL_DATABASE_SETTINGS)) {
+    for (const [name, value] of Object.entries(settings)) {
       await admin.query(`alter database ${ident} set ${name} = ${admin.escapeLiteral(value)}`);
     }
   } finally {
@@ -129,6 +136,15 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   const compileOptions = { includeFixtures: options.fixtures ?? true };
   const withTests = await compileFile(file, { ...compileOptions, includeTests: wantTests });
 
+  // The provider's keys before anything starts: an unreachable issuer is an
+  // error of its own, not a half-started deployment.
+  const ssoEnv = options.sso
+    ? ssoPostgrestEnv(await providerKeys(options.sso), options.sso.audience)
+    : {};
+  const databaseSettings = {
+    ...LOCAL_DATABASE_SETTINGS,
+    ...(options.sso ? ssoDatabaseSettings(options.sso) : {}),
+  };
   // The front door first: a port in use fails before anything is started.
   const proxy = await startFrontProxy(options.port ?? 3000);
   let cluster: Cluster;
@@ -148,7 +164,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   }
   try {
     cluster.noteDatabase?.(database);
-    await createDatabase(cluster, database);
+    await createDatabase(cluster, database, databaseSettings);
     let doc = withTests;
     let testsSkippedBecause: string | undefined;
     if (wantTests) {
@@ -184,7 +200,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
       dbUri: cluster.uri("authenticator", database),
       port: await freePort(),
       logFile: `${cluster.dir}/postgrest.log`,
-      ...(options.postgrestEnv ? { extraEnv: options.postgrestEnv } : {}),
+      extraEnv: { ...ssoEnv, ...options.postgrestEnv },
     });
     proxy.setTarget(postgrest.port);
     log(`PostgREST ready in ${elapsed(postgrestStarted)} (total ${elapsed(started)})`);

@@ -16,6 +16,9 @@ interface DeployLocalFlags {
   pgPort?: string;
   postgres: "local" | "docker";
   watch?: boolean;
+  oidcIssuer?: string;
+  oidcAudience?: string;
+  oidcKeys?: string;
 }
 
 function progress(line: string): void {
@@ -45,6 +48,23 @@ export function deployLocalCommand(): Command {
         .choices(["local", "docker"])
         .default("local"),
     )
+    .addOption(
+      new Option(
+        "--oidc-issuer <urls>",
+        "accept access tokens from these identity providers (comma-separated issuer URLs) at /rpc/login_with_token",
+      ).env("OIDC_ISSUER"),
+    )
+    .addOption(
+      new Option("--oidc-audience <aud>", "the audience their tokens must carry").env(
+        "OIDC_AUDIENCE",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--oidc-keys <file>",
+        "the providers' JSON Web Key Set from a file instead of discovery",
+      ).env("OIDC_KEYS_FILE"),
+    )
     .option(
       "-w, --watch",
       "reload on every save: fresh database, pgTAP suite, new PostgREST; a version that fails to load never replaces the one serving",
@@ -54,6 +74,21 @@ export function deployLocalCommand(): Command {
         const problems: string[] = [];
         const port = parsePort(flags.port, "--port (or PORT)", problems);
         const pgPort = parsePort(flags.pgPort, "--pg-port", problems);
+        const issuers = (flags.oidcIssuer ?? "")
+          .split(",")
+          .map((issuer) => issuer.trim())
+          .filter(Boolean);
+        for (const issuer of issuers) {
+          if (!/^https?:\/\//.test(issuer)) {
+            problems.push(`--oidc-issuer (or OIDC_ISSUER): "${issuer}" is not an http(s) URL`);
+          }
+        }
+        if (issuers.length > 0 && !flags.oidcAudience) {
+          problems.push("--oidc-audience (or OIDC_AUDIENCE) is required with --oidc-issuer");
+        }
+        if (issuers.length === 0 && (flags.oidcAudience || flags.oidcKeys)) {
+          problems.push("--oidc-audience and --oidc-keys need --oidc-issuer (or OIDC_ISSUER)");
+        }
         assertNoProblems(problems);
         const options: LocalDeploymentOptions = {
           file: flags.file,
@@ -64,12 +99,23 @@ export function deployLocalCommand(): Command {
           ...(pgPort ? { pgPort } : {}),
           ...(flags.pgBin ? { pgBin: flags.pgBin } : {}),
           postgres: flags.postgres,
+          ...(issuers.length > 0
+            ? {
+                sso: {
+                  issuers,
+                  audience: flags.oidcAudience as string,
+                  ...(flags.oidcKeys ? { keysFile: flags.oidcKeys } : {}),
+                },
+              }
+            : {}),
         };
         // Ctrl-C is how this command is meant to end: a clean stop is a success.
         setSignalExitCode(() => 0);
         const started = performance.now();
         if (flags.watch) {
           if (pgPort) throw new UsageError("--pg-port cannot be combined with --watch");
+          if (options.sso)
+            throw new UsageError("--oidc-issuer cannot be combined with --watch yet");
           if (flags.postgres === "docker") {
             throw new UsageError("--postgres docker cannot be combined with --watch yet");
           }

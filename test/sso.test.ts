@@ -1,0 +1,147 @@
+// Single sign-on: an identity provider's access token, verified by
+// PostgREST, becomes our ordinary session cookie; nothing else about a
+// token (a role claim, a token outside the Authorization header, a forged
+// or expired one) gets anyone anywhere.
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { deployLocal, type LocalDeployment } from "../src/deploy.js";
+import { freePort } from "../src/postgrest.js";
+import { PASSWORD, TestClient, uniqueEmail } from "./support/client.js";
+import { type IdentityProvider, startIdentityProvider } from "./support/identity-provider.js";
+
+let idp: IdentityProvider;
+let deployment: LocalDeployment;
+let api: string;
+let counter = 0;
+
+function subject(): string {
+  return `sub-${Date.now().toString(36)}-${++counter}`;
+}
+
+/** POST /rpc/login_with_token with a bearer token; the client keeps the cookie. */
+async function loginWithToken(client: TestClient, token: string) {
+  return client.post("/rpc/login_with_token", {}, { authorization: `Bearer ${token}` });
+}
+
+beforeAll(async () => {
+  idp = await startIdentityProvider();
+  deployment = await deployLocal({
+    port: await freePort(),
+    tests: false,
+    sso: { issuers: [idp.issuer], audience: idp.audience },
+  });
+  api = deployment.url;
+});
+
+afterAll(async () => {
+  await deployment?.stop();
+  await idp?.close();
+});
+
+describe("login with an identity provider's token", () => {
+  it("turns a valid token into a session cookie for the mapped user, the same user every time", async () => {
+    const sub = subject();
+    const client = new TestClient(api);
+    const first = await loginWithToken(client, await idp.sign(sub));
+    expect(first.status, first.text).toBe(200);
+    expect(first.sessionCookie?.value).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(first.sessionCookie?.httpOnly).toBe(true);
+    const me = await client.get("/rpc/current_user");
+    expect(me.status).toBe(200);
+    expect(me.body).toMatchObject({ email: `${sub}@sso.example`, name: `User ${sub}` });
+
+    const again = new TestClient(api);
+    const second = await loginWithToken(again, await idp.sign(sub, { alg: "ES256" }));
+    expect(second.status, second.text).toBe(200);
+    expect((await again.get("/rpc/current_user")).body).toMatchObject({
+      user_id: (me.body as { user_id: number }).user_id,
+    });
+    // Two logins, two different session tokens.
+    expect(second.sessionCookie?.value).not.toBe(first.sessionCookie?.value);
+  });
+
+  it.each([
+    ["an expired token", () => idp.sign(subject(), { expiresIn: -60 })],
+    ["a token not valid yet", () => idp.sign(subject(), { notBefore: 600 })],
+    ["a token for another audience", () => idp.sign(subject(), { claims: { aud: "another-app" } })],
+    [
+      "a token from an issuer that is not accepted",
+      () => idp.sign(subject(), { claims: { iss: "https://evil.example" } }),
+    ],
+    ["a token with a bad signature", () => idp.sign(subject(), { foreignKey: true })],
+    ["an unsigned token (alg none)", async () => idp.unsigned(subject())],
+    ["an HS256 token signed with the public key", () => idp.hs256WithPublicKey(subject())],
+  ])("refuses %s with 401 and no cookie", async (_name, makeToken) => {
+    const client = new TestClient(api);
+    const response = await loginWithToken(client, await makeToken());
+    expect(response.status, response.text).toBe(401);
+    expect(response.sessionCookie).toBeUndefined();
+  });
+
+  it("does not sign up or link an unverified email", async () => {
+    const sub = subject();
+    const client = new TestClient(api);
+    const response = await loginWithToken(
+      client,
+      await idp.sign(sub, { claims: { email_verified: false } }),
+    );
+    expect(response.status).toBe(403);
+    expect(response.sessionCookie).toBeUndefined();
+  });
+
+  it("does not link a provider identity to an existing password account by default", async () => {
+    const email = uniqueEmail("owner");
+    const owner = new TestClient(api);
+    expect(
+      (await owner.post("/rpc/register", { email, name: "Owner", password: PASSWORD })).status,
+    ).toBe(200);
+    const attacker = new TestClient(api);
+    const response = await loginWithToken(
+      attacker,
+      await idp.sign(subject(), { claims: { email } }),
+    );
+    expect(response.status).toBe(403);
+    expect(response.sessionCookie).toBeUndefined();
+    expect((await attacker.get("/rpc/current_user")).status).toBe(401);
+  });
+
+  it("ignores a token sent in a cookie or the query string", async () => {
+    const token = await idp.sign(subject());
+    const client = new TestClient(api);
+    // PostgREST reads tokens from the Authorization header only; in the query
+    // string it is just an unknown argument (400).
+    const inQuery = await client.post(`/rpc/login_with_token?access_token=${token}`, {});
+    expect([400, 401], inQuery.text).toContain(inQuery.status);
+    expect(inQuery.sessionCookie).toBeUndefined();
+    const inCookie = await client.post(
+      "/rpc/login_with_token",
+      {},
+      { cookie: `access_token=${token}` },
+    );
+    expect(inCookie.status).toBe(401);
+    expect(inCookie.sessionCookie).toBeUndefined();
+  });
+
+  it("never lets a role claim choose the database role", async () => {
+    for (const role of ["webuser", "postgres", "api_owner"]) {
+      const token = await idp.sign(subject(), { claims: { role } });
+      const bare = new TestClient(api);
+      // The token alone is no session: private endpoints stay closed.
+      const todos = await bare.get("/todos", { authorization: `Bearer ${token}` });
+      expect(todos.status, `${role}: ${todos.text}`).toBe(401);
+      // And logging in with it yields an ordinary session for its user.
+      const login = await loginWithToken(bare, token);
+      expect(login.status, login.text).toBe(200);
+      expect((await bare.get("/rpc/current_user")).status).toBe(200);
+    }
+  });
+
+  it("leaves password sessions as they were", async () => {
+    const email = uniqueEmail("password");
+    const client = new TestClient(api);
+    expect(
+      (await client.post("/rpc/register", { email, name: "Pat", password: PASSWORD })).status,
+    ).toBe(200);
+    expect((await client.get("/rpc/current_user")).status).toBe(200);
+  });
+});
