@@ -1,0 +1,88 @@
+// postgrest-sessions postgrest-conf: the PostgREST configuration for a
+// deployment, with an identity provider's keys fetched through discovery.
+
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { Command, Option } from "commander";
+import { NO_ROLE_CLAIM, providerKeys } from "../sso.js";
+import { assertNoProblems, runAction } from "./common.js";
+
+interface ConfFlags {
+  oidcIssuer?: string;
+  oidcAudience?: string;
+  oidcKeys?: string;
+  output?: string;
+}
+
+/** The template in deploy/, plus the JWT settings single sign-on needs. */
+export async function postgrestConf(sso?: {
+  issuers: string[];
+  audience: string;
+  keysFile?: string;
+}): Promise<string> {
+  const template = await readFile(
+    join(import.meta.dirname, "..", "..", "deploy", "postgrest.conf"),
+    "utf8",
+  );
+  if (!sso) return template;
+  const jwks = await providerKeys(sso);
+  // The config file format is a quoted string; JSON needs its quotes escaped.
+  const quoted = (value: string) => `"${value.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
+  return `${template}
+# Single sign-on (POST /rpc/login_with_token): the keys of ${sso.issuers.join(", ")},
+# fetched through OpenID Connect discovery when this file was generated.
+# Regenerate it when the provider rotates its keys. Also run:
+#   alter database app set sessions.oidc_issuers = '${sso.issuers.join(",")}';
+jwt-secret = ${quoted(jwks)}
+jwt-aud = ${quoted(sso.audience)}
+# A claim no provider issues: a provider's token never chooses a database role.
+jwt-role-claim-key = ${quoted(NO_ROLE_CLAIM)}
+`;
+}
+
+export function postgrestConfCommand(): Command {
+  return new Command("postgrest-conf")
+    .summary("write the PostgREST configuration, with identity-provider keys")
+    .description(
+      "Print deploy/postgrest.conf for a deployment. With --oidc-issuer, fetch the providers' " +
+        "signing keys through OpenID Connect discovery (or read --oidc-keys) and add the JWT " +
+        "settings that /rpc/login_with_token needs.",
+    )
+    .addOption(
+      new Option("--oidc-issuer <urls>", "accepted issuers, comma-separated").env("OIDC_ISSUER"),
+    )
+    .addOption(
+      new Option("--oidc-audience <aud>", "the audience tokens must carry").env("OIDC_AUDIENCE"),
+    )
+    .addOption(
+      new Option("--oidc-keys <file>", "a JWKS file instead of discovery").env("OIDC_KEYS_FILE"),
+    )
+    .option("-o, --output <file>", "write to this file instead of standard output")
+    .action((flags: ConfFlags) =>
+      runAction(async () => {
+        const issuers = (flags.oidcIssuer ?? "")
+          .split(",")
+          .map((issuer) => issuer.trim())
+          .filter(Boolean);
+        const problems: string[] = [];
+        if (issuers.length > 0 && !flags.oidcAudience) {
+          problems.push("--oidc-audience (or OIDC_AUDIENCE) is required with --oidc-issuer");
+        }
+        if (issuers.length === 0 && (flags.oidcAudience || flags.oidcKeys)) {
+          problems.push("--oidc-audience and --oidc-keys need --oidc-issuer (or OIDC_ISSUER)");
+        }
+        assertNoProblems(problems);
+        const text = await postgrestConf(
+          issuers.length > 0
+            ? {
+                issuers,
+                audience: flags.oidcAudience as string,
+                ...(flags.oidcKeys ? { keysFile: flags.oidcKeys } : {}),
+              }
+            : undefined,
+        );
+        if (flags.output) await writeFile(flags.output, text);
+        else process.stdout.write(text);
+      }),
+    );
+}
