@@ -169,6 +169,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     let testsSkippedBecause: string | undefined;
     if (wantTests) {
       const probe = new pg.Client(cluster.connectionConfig(database));
+      probe.on("error", () => {});
       await probe.connect();
       const available = await hasPgTap(probe).finally(() => probe.end());
       if (!available) {
@@ -215,6 +216,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
       testsSkippedBecause,
       connect: async () => {
         const client = new pg.Client(cluster.connectionConfig(database));
+        client.on("error", () => {}); // the caller sees errors through its queries
         await client.connect();
         return client;
       },

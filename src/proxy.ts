@@ -17,6 +17,11 @@ export interface FrontProxy {
   readonly demoUrl: string;
   /** Send new requests to PostgREST on this port (in-flight ones finish where they are). */
   setTarget(port: number): void;
+  /**
+   * Resolves once no request is in flight to PostgREST on this port (true),
+   * or after the timeout (false). Stop a replaced PostgREST only after this.
+   */
+  drained(port: number, timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
 }
 
@@ -71,6 +76,50 @@ async function serveDemo(
   return true;
 }
 
+// Hop-by-hop headers (RFC 9110, 7.6.1) describe one connection, not the
+// request: the client's "Connection: close" is about its socket to us and
+// must not reach the pooled keep-alive socket to PostgREST, which PostgREST
+// would then close under a request the pool hands it next.
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+]);
+
+function endToEndHeaders(headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
+  const named = String(headers.connection ?? "")
+    .split(",")
+    .map((name) => name.trim().toLowerCase());
+  const kept: http.OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined && !HOP_BY_HOP.has(name) && !named.includes(name)) kept[name] = value;
+  }
+  return kept;
+}
+
+/** The response's raw headers without hop-by-hop ones (repeats such as Set-Cookie kept). */
+function endToEndRawHeaders(raw: string[]): string[] {
+  const kept: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (!HOP_BY_HOP.has((raw[i] as string).toLowerCase()))
+      kept.push(raw[i] as string, raw[i + 1] as string);
+  }
+  return kept;
+}
+
+function readBody(req: http.IncomingMessage): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.once("end", () => resolve(Buffer.concat(chunks)));
+    req.once("error", reject);
+  });
+}
+
 /** Starts the proxy; until a target is set, API requests get 503. */
 export async function startFrontProxy(
   port: number,
@@ -80,6 +129,86 @@ export async function startFrontProxy(
   await assertPortFree(port);
   let target = targetPort;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  // Requests in flight per PostgREST port, so that a replaced PostgREST is
+  // stopped only once it has answered everything it was given.
+  const inFlight = new Map<number, number>();
+  const drainWaiters = new Map<number, Array<() => void>>();
+  const track = (upstreamPort: number, delta: number) => {
+    const count = (inFlight.get(upstreamPort) ?? 0) + delta;
+    if (count > 0) {
+      inFlight.set(upstreamPort, count);
+      return;
+    }
+    inFlight.delete(upstreamPort);
+    for (const wake of drainWaiters.get(upstreamPort)?.splice(0) ?? []) wake();
+  };
+
+  /**
+   * Sends one request upstream. A failure before any answer is retried once
+   * when it cannot have reached PostgREST's code: a pooled socket that
+   * PostgREST had already closed (ECONNRESET on a reused socket), or a
+   * PostgREST that was replaced meanwhile (the retry goes to the new one).
+   * The body is buffered, so a retry resends it intact.
+   */
+  const forward = (
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    body: Buffer,
+    attempt: number,
+  ): void => {
+    const upstreamPort = target as number;
+    track(upstreamPort, 1);
+    let settled = false;
+    const settle = () => {
+      if (!settled) {
+        settled = true;
+        track(upstreamPort, -1);
+      }
+    };
+    const headers = endToEndHeaders(req.headers);
+    if (body.length > 0 || req.headers["content-length"] !== undefined) {
+      headers["content-length"] = body.length;
+    }
+    const upstream = http.request(
+      {
+        host: "127.0.0.1",
+        port: upstreamPort,
+        method: req.method,
+        path: req.url,
+        // Host and Origin pass through untouched: the CSRF check compares them.
+        headers,
+        agent,
+      },
+      (answer) => {
+        res.writeHead(
+          answer.statusCode ?? 502,
+          answer.statusMessage,
+          endToEndRawHeaders(answer.rawHeaders),
+        );
+        answer.pipe(res);
+        answer.once("end", settle);
+        answer.once("error", settle);
+        answer.once("close", settle);
+      },
+    );
+    upstream.on("error", (error: NodeJS.ErrnoException) => {
+      settle();
+      const stale = upstream.reusedSocket && error.code === "ECONNRESET";
+      const replaced = target !== upstreamPort && error.code === "ECONNREFUSED";
+      if (!res.headersSent && attempt === 1 && (stale || replaced) && target !== undefined) {
+        forward(req, res, body, attempt + 1);
+        return;
+      }
+      if (!res.headersSent) {
+        res.writeHead(502, { "content-type": "application/json" });
+        res.end(JSON.stringify({ message: `PostgREST is not answering: ${error.message}` }));
+      } else {
+        res.destroy(error);
+      }
+    });
+    upstream.end(body);
+  };
+
   const server = http.createServer(async (req, res) => {
     if (await serveDemo(req, res, demoDir)) return;
     if (target === undefined) {
@@ -87,29 +216,13 @@ export async function startFrontProxy(
       res.end(JSON.stringify({ message: "no version of the document has loaded yet" }));
       return;
     }
-    const upstream = http.request(
-      {
-        host: "127.0.0.1",
-        port: target,
-        method: req.method,
-        path: req.url,
-        // Host and Origin pass through untouched: the CSRF check compares them.
-        headers: req.headers,
-        agent,
-      },
-      (answer) => {
-        // rawHeaders keeps repeated headers such as Set-Cookie intact.
-        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, answer.rawHeaders);
-        answer.pipe(res);
-      },
-    );
-    upstream.on("error", (error) => {
-      if (!res.headersSent) {
-        res.writeHead(502, { "content-type": "application/json" });
-      }
-      res.end(JSON.stringify({ message: `PostgREST is not answering: ${error.message}` }));
-    });
-    req.pipe(upstream);
+    let body: Buffer;
+    try {
+      body = await readBody(req);
+    } catch {
+      return; // the client went away
+    }
+    forward(req, res, body, 1);
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -137,6 +250,18 @@ export async function startFrontProxy(
     demoUrl: `http://127.0.0.1:${port}/demo/`,
     setTarget: (next) => {
       target = next;
+    },
+    drained: (upstreamPort, timeoutMs = 10_000) => {
+      if (!inFlight.has(upstreamPort)) return Promise.resolve(true);
+      return new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), timeoutMs);
+        const waiters = drainWaiters.get(upstreamPort) ?? [];
+        waiters.push(() => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+        drainWaiters.set(upstreamPort, waiters);
+      });
     },
     close,
   };

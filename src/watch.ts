@@ -141,6 +141,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     served = { version, database, sql: doc.sql, postgrest };
     proxy.setTarget(postgrest.port);
     if (previous) {
+      await proxy.drained(previous.postgrest.port);
       await previous.postgrest.stop();
       await dropDatabase(cluster, previous.database);
     }
@@ -206,6 +207,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
 
   try {
     const probe = new pg.Client(cluster.connectionConfig());
+    probe.on("error", () => {});
     await probe.connect();
     testsAvailable = wantTests && (await hasPgTap(probe).finally(() => probe.end()));
     if (wantTests && !testsAvailable) log("pgTAP is not installed: test blocks are not loaded");
