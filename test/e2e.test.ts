@@ -47,6 +47,21 @@ async function login(page: Page, email: string, password = "correct horse 1") {
   await page.locator("#signed-in").waitFor();
 }
 
+/**
+ * What a person sees: exactly one of the two screens, and the "Signed in as"
+ * bar only when signed in. Checks visibility as rendered (CSS included), not
+ * mere presence in the DOM.
+ */
+async function expectScreen(page: Page, screen: "signed-in" | "signed-out"): Promise<void> {
+  const signedIn = screen === "signed-in";
+  await page.locator(`#${screen}`).waitFor({ state: "visible" });
+  await expect(page.locator("#whoami").isVisible()).resolves.toBe(signedIn);
+  await expect(page.getByText("Signed in as").isVisible()).resolves.toBe(signedIn);
+  await expect(page.locator("#signed-in").isVisible()).resolves.toBe(signedIn);
+  await expect(page.locator("#signed-out").isVisible()).resolves.toBe(!signedIn);
+  await expect(page.locator("#logout").isVisible()).resolves.toBe(signedIn);
+}
+
 async function addTodo(page: Page, description: string, isPublic: boolean) {
   const form = page.locator("#todo-form");
   await form.locator('input[name="description"]').fill(description);
@@ -91,9 +106,12 @@ describe("demo page in Chromium", () => {
     const page = await context.newPage();
     await page.goto(demoUrl);
     await page.locator("#register-form").waitFor();
+    await expectScreen(page, "signed-out");
     await screenshot(page, "01-signed-out");
     const email = uniqueEmail("ada");
     await register(page, email, "Ada");
+    await expectScreen(page, "signed-in");
+    await expect(page.locator("#whoami-name").textContent()).resolves.toBe("Ada");
     await screenshot(page, "02-registered");
 
     const cookies = await context.cookies(apiUrl);
@@ -104,10 +122,12 @@ describe("demo page in Chromium", () => {
     expect(session?.path).toBe("/");
     expect(await page.evaluate("document.cookie")).not.toContain("session_token");
 
-    // Log out, then log in again through the login form.
+    // Log out: the "Signed in as" bar goes away with the rest of the screen.
     await page.locator("#logout").click();
-    await page.locator("#signed-out").waitFor();
+    await expectScreen(page, "signed-out");
+    await expect(page.getByText("Ada", { exact: true }).isVisible()).resolves.toBe(false);
     await login(page, email);
+    await expectScreen(page, "signed-in");
     await expect(page.locator("#whoami-email").textContent()).resolves.toBe(email);
     await context.close();
   });
@@ -168,7 +188,7 @@ describe("demo page in Chromium", () => {
     await second.locator("#signed-in").waitFor();
 
     await first.locator("#logout").click();
-    await first.locator("#signed-out").waitFor();
+    await expectScreen(first, "signed-out");
 
     // The second tab still shows the old screen until it talks to the API.
     await addTodoExpectingLogout(second);
@@ -209,8 +229,8 @@ async function addTodoExpectingLogout(page: Page): Promise<void> {
   const form = page.locator("#todo-form");
   await form.locator('input[name="description"]').fill("should not be saved");
   await form.locator('button[type="submit"]').click();
-  await page.locator("#signed-out").waitFor();
   await page.locator("#message", { hasText: "Your session has ended" }).waitFor();
+  await expectScreen(page, "signed-out");
 }
 
 describe("a page on another site", () => {
@@ -285,7 +305,7 @@ describe("a page on another site", () => {
     await database.end();
     // The victim is still logged in: the cross-site logout did nothing.
     await page.reload();
-    await page.locator("#signed-in").waitFor();
+    await expectScreen(page, "signed-in");
     await context.close();
   });
 });
