@@ -2,6 +2,8 @@
 // the app runs in a database of its own, and stopping removes that database
 // and the roles the document created.
 
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Cluster, startCluster } from "../src/cluster.js";
@@ -12,9 +14,17 @@ let server: Cluster;
 let url: string;
 
 beforeAll(async () => {
-  // Stands in for "a PostgreSQL server somewhere": reached over TCP only.
+  // Stands in for "a PostgreSQL server somewhere": reached over TCP only, and
+  // checking passwords for every role but the administrator.
   server = await startCluster({ tcpPort: await freePort() });
+  // pg_hba.conf is read top down: these lines win over initdb's trust lines.
+  const hba = join(server.dir, "data", "pg_hba.conf");
+  writeFileSync(
+    hba,
+    `host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n${readFileSync(hba, "utf8")}`,
+  );
   url = `postgres://postgres@127.0.0.1:${server.port}/postgres`;
+  await serverQuery("select pg_reload_conf()");
 });
 
 afterAll(async () => {
@@ -31,7 +41,70 @@ async function serverQuery(sql: string): Promise<pg.QueryResult> {
   }
 }
 
+/**
+ * Everything cluster-wide, as rows of text: roles (attributes and password
+ * hashes), memberships, comments on roles, per-role and per-database
+ * settings, databases. Written independently of src/existing.ts.
+ */
+async function clusterState(): Promise<Record<string, string[]>> {
+  const rows = async (sql: string) =>
+    (await serverQuery(sql)).rows.map((row) => JSON.stringify(row)).sort();
+  return {
+    roles: await rows(
+      "select rolname, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, rolbypassrls, rolconnlimit, rolpassword, rolvaliduntil from pg_authid",
+    ),
+    memberships: await rows(
+      "select r.rolname as role, m.rolname as member, a.admin_option from pg_auth_members a join pg_authid r on r.oid = a.roleid join pg_authid m on m.oid = a.member",
+    ),
+    comments: await rows(
+      "select r.rolname, d.description from pg_shdescription d join pg_authid r on r.oid = d.objoid",
+    ),
+    settings: await rows(
+      "select coalesce(r.rolname, '*') as role, coalesce(d.datname, '*') as db, s.setconfig from pg_db_role_setting s left join pg_authid r on r.oid = s.setrole left join pg_database d on d.oid = s.setdatabase",
+    ),
+    databases: await rows("select datname, datacl from pg_database"),
+  };
+}
+
 describe("deploying onto an existing server", () => {
+  it("leaves a server that already has the roles exactly as it found it (passwords, memberships, comments, settings)", async () => {
+    // Another application's PostgREST already uses this server's authenticator.
+    await serverQuery(`
+      create role authenticator login noinherit password 'their own password';
+      create role anonymous nologin;
+      comment on role anonymous is 'theirs';
+      alter role authenticator set statement_timeout = '5s';
+    `);
+    await serverQuery("create database their_app");
+    const before = await clusterState();
+    const deployment = await deployLocal({
+      existingServer: url,
+      database: "pgs_existing_shared",
+      port: await freePort(),
+    });
+    try {
+      expect((await deployment.pgtap)?.ok).toBe(true);
+      const login = await fetch(`${deployment.url}/rpc/login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "alice@example.com", password: "correct horse battery" }),
+      });
+      expect(login.status).toBe(200);
+      // Meanwhile the other application can still log in with its password.
+      const theirs = new pg.Client({
+        connectionString: `postgres://authenticator:their%20own%20password@127.0.0.1:${server.port}/their_app`,
+      });
+      await theirs.connect();
+      await theirs.end();
+    } finally {
+      await deployment.stop();
+    }
+    expect(await clusterState()).toEqual(before);
+    await serverQuery("drop database their_app");
+    await serverQuery("drop role authenticator");
+    await serverQuery("drop role anonymous");
+  });
+
   it("serves the app from its own database, then removes the database and the new roles", async () => {
     const deployment = await deployLocal({
       existingServer: url,
