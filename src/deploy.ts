@@ -3,16 +3,19 @@
 
 import pg from "pg";
 import { type Cluster, startCluster } from "./cluster.js";
-import { loadSql } from "./loader.js";
-import { type CompiledDocument, compileFile } from "./md2sql.js";
+import { loadSql, type SqlSource } from "./loader.js";
+import type { CompiledDocument } from "./md2sql.js";
 import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
+import { compileProject, DEFAULT_DOCUMENT, projectDocuments } from "./project.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 import { providerKeys, type SsoOptions, ssoDatabaseSettings, ssoPostgrestEnv } from "./sso.js";
 
 export interface LocalDeploymentOptions {
   /** The literate document (default app.sql.md). */
   file?: string;
+  /** Its migrations, applied after it (default: migrations/ beside the document). */
+  migrationsDir?: string;
   /** API port on 127.0.0.1 (default 3000). */
   port?: number;
   /** Load and run ```sql tests blocks when pgTAP is available (default true). */
@@ -97,29 +100,33 @@ export async function createDatabase(
   }
 }
 
-/** Loads a compiled document into `database` in one transaction. */
-export async function loadDocument(
+/** Loads compiled documents, in order, into `database` in one transaction. */
+export async function loadDocuments(
   cluster: Cluster,
   database: string,
-  doc: CompiledDocument,
+  docs: CompiledDocument[],
 ): Promise<void> {
   const client = new pg.Client(cluster.connectionConfig(database));
   client.on("error", () => {}); // errors surface through the query promises
   await client.connect();
   try {
-    await loadSql(client, doc);
+    await loadSql(client, ...docs);
   } finally {
     await client.end();
   }
 }
 
 /** Runs the pgTAP suite of `database` on a connection of its own. */
-export async function runDatabaseTests(cluster: Cluster, database: string): Promise<PgTapRun> {
+export async function runDatabaseTests(
+  cluster: Cluster,
+  database: string,
+  sources?: SqlSource[],
+): Promise<PgTapRun> {
   const client = new pg.Client(cluster.connectionConfig(database));
   client.on("error", () => {});
   await client.connect();
   try {
-    return await runPgTap(client);
+    return await runPgTap(client, sources ? { sources } : {});
   } finally {
     await client.end().catch(() => {});
   }
@@ -127,14 +134,18 @@ export async function runDatabaseTests(cluster: Cluster, database: string): Prom
 
 export async function deployLocal(options: LocalDeploymentOptions = {}): Promise<LocalDeployment> {
   const log = options.log ?? (() => {});
-  const file = options.file ?? "app.sql.md";
+  const file = options.file ?? DEFAULT_DOCUMENT;
+  const documents = projectDocuments({
+    file,
+    ...(options.migrationsDir ? { migrationsDir: options.migrationsDir } : {}),
+  });
   const database = options.database ?? DEFAULT_DATABASE;
   const wantTests = options.tests ?? true;
   const started = performance.now();
 
   // Compile first: a broken document fails before anything is started.
   const compileOptions = { includeFixtures: options.fixtures ?? true };
-  const withTests = await compileFile(file, { ...compileOptions, includeTests: wantTests });
+  const withTests = await compileProject(documents, { ...compileOptions, includeTests: wantTests });
 
   // The provider's keys before anything starts: an unreachable issuer is an
   // error of its own, not a half-started deployment.
@@ -165,7 +176,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   try {
     cluster.noteDatabase?.(database);
     await createDatabase(cluster, database, databaseSettings);
-    let doc = withTests;
+    let docs = withTests;
     let testsSkippedBecause: string | undefined;
     if (wantTests) {
       const probe = new pg.Client(cluster.connectionConfig(database));
@@ -177,18 +188,22 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
           `pgTAP is not installed for PostgreSQL ${cluster.bin.major}, so the test blocks were not loaded ` +
           `(install it with: ${pgTapInstallHint(cluster.bin.major)})`;
         log(testsSkippedBecause);
-        doc = await compileFile(file, { ...compileOptions, includeTests: false });
+        docs = await compileProject(documents, { ...compileOptions, includeTests: false });
       }
     }
     const loadStarted = performance.now();
     const hasTests =
-      wantTests && !testsSkippedBecause && doc.blocks.some((block) => block.tag === "tests");
-    await loadDocument(cluster, database, doc);
+      wantTests &&
+      !testsSkippedBecause &&
+      docs.some((doc) => doc.blocks.some((block) => block.tag === "tests"));
+    await loadDocuments(cluster, database, docs);
     await cluster.prepareAuthenticator?.(database);
-    log(`loaded ${file} in ${elapsed(loadStarted)}`);
+    const loaded =
+      documents.length === 1 ? file : `${file} and ${documents.length - 1} migration(s)`;
+    log(`loaded ${loaded} in ${elapsed(loadStarted)}`);
     const testsStarted = performance.now();
     const pgtap: Promise<PgTapRun | undefined> = hasTests
-      ? runDatabaseTests(cluster, database).then((run) => {
+      ? runDatabaseTests(cluster, database, docs).then((run) => {
           log(`pgTAP: ${run.passed} passed, ${run.failed} failed (${elapsed(testsStarted)})`);
           if (!run.ok) for (const line of describeFailures(run)) log(line);
           return run;

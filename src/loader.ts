@@ -179,6 +179,42 @@ export function locateError(
   return undefined;
 }
 
+/** Where a function's body starts in one of the sources: file and line of its first line. */
+function functionBodyLine(
+  sources: SqlSource[],
+  functionName: string,
+): { fileName: string; line: number } | undefined {
+  for (const source of sources) {
+    const definition = findFunctionDefinition(source.sql, functionName);
+    if (definition === undefined) continue;
+    const opening = bodyStart(source.sql, definition);
+    if (opening === undefined) continue;
+    return { fileName: source.fileName, line: offsetToLocation(source.sql, opening).line };
+  }
+  return undefined;
+}
+
+/**
+ * A run-time error's call stack (PostgreSQL's CONTEXT), frame by frame,
+ * mapped to the documents: "app.sql.md:412 in auth.verify_login(text,text)".
+ * Frames in code the documents do not define (pgTAP's runner, for instance)
+ * are left out. The first entry is the innermost frame.
+ */
+export function mapCallStack(where: string | undefined, sources: SqlSource[]): string[] {
+  const frames: string[] = [];
+  for (const entry of (where ?? "").split("\n")) {
+    const plpgsql = /PL\/pgSQL function (\S+?)(\(.*?\))? line (\d+)/.exec(entry);
+    const sql = /SQL function "([^"]+)"/.exec(entry);
+    const name = plpgsql?.[1] ?? sql?.[1];
+    if (!name) continue;
+    const body = functionBodyLine(sources, name);
+    if (!body) continue;
+    const line = plpgsql?.[3] ? body.line + Number(plpgsql[3]) - 1 : body.line;
+    frames.push(`${body.fileName}:${line} in ${name}${plpgsql?.[2] ?? ""}`);
+  }
+  return frames;
+}
+
 /** The compiler-style report of a database error against the SQL it came from. */
 export function formatError(
   source: SqlSource,
@@ -228,10 +264,11 @@ interface CommandCompleteEmitter {
 }
 
 /**
- * Runs the SQL in one transaction. On failure the transaction is rolled
- * back and a SchemaLoadError with the mapped report is thrown.
+ * Runs the SQL of each source, in order, in one transaction: all of them or
+ * none. On failure the transaction is rolled back and a SchemaLoadError
+ * whose report points into the failing source is thrown.
  */
-export async function loadSql(client: pg.Client, source: SqlSource): Promise<void> {
+export async function loadSql(client: pg.Client, ...sources: SqlSource[]): Promise<void> {
   // Count completed statements so an error without a position can still be
   // pinned to the statement that failed (see sqlsplit.ts).
   const connection = (client as unknown as { connection: CommandCompleteEmitter }).connection;
@@ -242,13 +279,20 @@ export async function loadSql(client: pg.Client, source: SqlSource): Promise<voi
   await client.query("begin");
   connection.on("commandComplete", onComplete);
   try {
-    await client.query(source.sql);
+    for (const source of sources) {
+      completed = 0;
+      try {
+        await client.query(source.sql);
+      } catch (error) {
+        const fields = error as PgErrorFields;
+        if (!fields.code) throw error;
+        throw schemaLoadError(source, fields, locateError(source.sql, fields, completed));
+      }
+    }
   } catch (error) {
     connection.removeListener("commandComplete", onComplete);
     await client.query("rollback").catch(() => {});
-    const fields = error as PgErrorFields;
-    if (!fields.code) throw error;
-    throw schemaLoadError(source, fields, locateError(source.sql, fields, completed));
+    throw error;
   }
   connection.removeListener("commandComplete", onComplete);
   await client.query("commit");

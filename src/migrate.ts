@@ -18,9 +18,9 @@
 //   error, which is mapped through the line map exactly as deploy-local maps
 //   a failed load: file.sql.md:LINE:COL, the line, a caret, detail, hint.
 
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import pg from "pg";
 import { migrate as runMigrations } from "postgres-migrations";
 import {
@@ -31,13 +31,14 @@ import {
 } from "./loader.js";
 import { type BlockTag, type CompiledDocument, compileFile } from "./md2sql.js";
 import { describeFailures, type PgTapRun, runPgTap } from "./pgtap.js";
+import { type ProjectDocument, projectDocuments } from "./project.js";
 
 export interface MigrateOptions {
   /** postgres:// URL of the target database. */
   databaseUrl: string;
   /** The document, migration 1 (default app.sql.md). */
   file?: string;
-  /** Further migrations, NNN-name.sql.md (default "migrations"). */
+  /** Further migrations, NNN-name.sql.md (default: migrations/ beside the document). */
   migrationsDir?: string;
   /** Also load the ```sql tests blocks and run the pgTAP suite, then roll them back. */
   withTests?: boolean;
@@ -84,56 +85,14 @@ function codeOnly(doc: CompiledDocument, tags: BlockTag[]): CodeOnly {
   return { sql: `${out.join("\n")}\n`, lineMap };
 }
 
-interface Source {
-  id: number;
-  name: string;
-  path: string;
-}
-
-const MIGRATION_NAME = /^(\d+)-([a-z0-9][a-z0-9_-]*)\.sql\.md$/i;
-
-/** The document and the migrations directory, in order, checked for gaps. */
-function sources(file: string, migrationsDir: string): Source[] {
-  const list: Source[] = [
-    { id: 1, name: basename(file).replace(/\.sql\.md$|\.md$/, ""), path: file },
-  ];
-  let entries: string[] = [];
-  try {
-    entries = readdirSync(migrationsDir);
-  } catch {
-    return list;
-  }
-  const problems: string[] = [];
-  const found: Source[] = [];
-  for (const entry of entries.sort()) {
-    if (!entry.endsWith(".sql.md")) continue;
-    const match = MIGRATION_NAME.exec(entry);
-    if (!match?.[1] || !match[2]) {
-      problems.push(`${join(migrationsDir, entry)}: name it NNN-name.sql.md (NNN from 002)`);
-      continue;
-    }
-    found.push({ id: Number(match[1]), name: match[2], path: join(migrationsDir, entry) });
-  }
-  found.sort((a, b) => a.id - b.id);
-  found.forEach((source, index) => {
-    if (source.id !== index + 2) {
-      problems.push(
-        `${source.path}: expected number ${String(index + 2).padStart(3, "0")} (migrations count on from 002 without gaps; 001 is ${file})`,
-      );
-    }
-  });
-  if (problems.length > 0) throw new Error(`bad migration file names:\n  ${problems.join("\n  ")}`);
-  return [...list, ...found];
-}
-
-interface Compiled extends Source {
+interface Compiled extends ProjectDocument {
   doc: CompiledDocument;
   code: CodeOnly;
   fileName: string;
   hash: string;
 }
 
-async function compileSources(list: Source[]): Promise<Compiled[]> {
+async function compileSources(list: ProjectDocument[]): Promise<Compiled[]> {
   const { createHash } = await import("node:crypto");
   const compiled: Compiled[] = [];
   for (const source of list) {
@@ -194,8 +153,7 @@ function errorKeepingClient(client: pg.Client): {
 
 export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   const log = options.log ?? (() => {});
-  const file = options.file ?? "app.sql.md";
-  const compiled = await compileSources(sources(file, options.migrationsDir ?? "migrations"));
+  const compiled = await compileSources(projectDocuments(options));
 
   const client = new pg.Client({ connectionString: options.databaseUrl });
   client.on("error", () => {});
@@ -234,6 +192,25 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
       return { plan, applied: [], pgtap: undefined };
     }
 
+    let pgtap: PgTapRun | undefined;
+    if (options.withTests) {
+      const pendingIds = new Set(pending.map((m) => m.id));
+      pgtap = await rehearse(
+        client,
+        compiled.filter((m) => pendingIds.has(m.id)),
+        compiled,
+        log,
+      );
+      if (!pgtap.ok) {
+        log(
+          pending.length === 0
+            ? "the database is up to date, and its tests FAIL"
+            : `not applied: with ${pending.length} pending migration(s) the tests FAIL, so nothing was changed`,
+        );
+        return { plan, applied: [], pgtap };
+      }
+    }
+
     for (const m of compiled) writeFileSync(join(dir, m.fileName), m.code.sql);
     const keeper = errorKeepingClient(client);
     const started = performance.now();
@@ -251,9 +228,6 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
         ? "nothing to apply: the database is up to date"
         : `applied ${pending.length} migration(s) in ${Math.round(performance.now() - started)} ms`,
     );
-
-    let pgtap: PgTapRun | undefined;
-    if (options.withTests) pgtap = await runTestsThenRollBack(client, compiled, log);
     return { plan, applied: pending, pgtap };
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -262,32 +236,46 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
 }
 
 /**
- * Loads the test blocks of every migration in a transaction, runs the pgTAP
- * suite, and rolls everything back: the database keeps no trace of them.
+ * A dress rehearsal: in one transaction that is always rolled back, applies
+ * the pending migrations, loads the test blocks of every document and runs
+ * the pgTAP suite. A migration is applied for real only when this passes, so
+ * a change whose tests fail never reaches the database.
  */
-async function runTestsThenRollBack(
+async function rehearse(
   client: pg.Client,
-  compiled: Compiled[],
+  pending: Compiled[],
+  all: Compiled[],
   log: (line: string) => void,
 ): Promise<PgTapRun> {
+  const started = performance.now();
   await client.query("begin");
   try {
-    for (const m of compiled) {
-      const doc = await compileFile(m.path, { includeTests: true, includeFixtures: false });
-      const tests = codeOnly(doc, ["tests"]);
-      if (tests.lineMap.length === 0) continue;
-      const withTests: Compiled = { ...m, doc, code: tests };
+    const run = async (m: Compiled, code: CodeOnly, doc: CompiledDocument) => {
       try {
-        await client.query(tests.sql);
+        await client.query(code.sql);
       } catch (error) {
         if (!(error as PgErrorFields).code) throw error;
-        throw reportFor(withTests, error as PgErrorFields, 0);
+        throw reportFor({ ...m, doc, code }, error as PgErrorFields, 0);
       }
+    };
+    for (const m of pending) await run(m, m.code, m.doc);
+    const withTests: CompiledDocument[] = [];
+    for (const m of all) {
+      const doc = await compileFile(m.path, { includeTests: true, includeFixtures: false });
+      withTests.push(doc);
+      const tests = codeOnly(doc, ["tests"]);
+      if (tests.lineMap.length > 0) await run(m, tests, doc);
     }
-    const run = await runPgTap(client, { inOpenTransaction: true });
-    log(`pgTAP: ${run.passed} passed, ${run.failed} failed`);
-    if (!run.ok) for (const line of describeFailures(run)) log(line);
-    return run;
+    const result = await runPgTap(client, { inOpenTransaction: true, sources: withTests });
+    const what =
+      pending.length > 0
+        ? `with ${pending.length} pending migration(s), rolled back`
+        : "rolled back";
+    log(
+      `pgTAP (${what}): ${result.passed} passed, ${result.failed} failed (${Math.round(performance.now() - started)} ms)`,
+    );
+    if (!result.ok) for (const line of describeFailures(result)) log(line);
+    return result;
   } finally {
     await client.query("rollback").catch(() => {});
   }

@@ -9,6 +9,7 @@
 
 import type pg from "pg";
 import { type FinalResults, Parser, type Result } from "tap-parser";
+import { mapCallStack, type SqlSource } from "./loader.js";
 
 export interface PgTapCheck {
   /** The assertion's description, e.g. "login sets a cookie". */
@@ -97,6 +98,8 @@ export async function runPgTap(
     pattern?: string;
     /** The caller already opened a transaction it will roll back itself. */
     inOpenTransaction?: boolean;
+    /** The compiled documents, so that a test that dies is reported at their lines. */
+    sources?: SqlSource[];
   } = {},
 ): Promise<PgTapRun> {
   const schema = options.schema ?? "tests";
@@ -129,14 +132,11 @@ export async function runPgTap(
         await client.query("release savepoint pgtap_test");
       } catch (error) {
         await client.query("rollback to savepoint pgtap_test");
-        const fields = error as { message?: string; where?: string };
         functions.push({
           functionName,
           ok: false,
           checks: [],
-          problems: [
-            `died: ${fields.message ?? String(error)}${fields.where ? `\n  context: ${fields.where}` : ""}`,
-          ],
+          problems: [diedReport(error, options.sources)],
           tap: "",
         });
       }
@@ -154,6 +154,22 @@ export async function runPgTap(
     failed += fn.problems.length;
   }
   return { functions, passed, failed, ok: failed === 0 && functions.length > 0 };
+}
+
+/**
+ * "died: app.sql.md:412: error 22012: division by zero" and the call stack
+ * mapped to the documents, instead of PostgreSQL's raw context (which for
+ * a deep call runs to dozens of lines naming pgTAP's internals).
+ */
+function diedReport(error: unknown, sources: SqlSource[] | undefined): string {
+  const fields = error as { message?: string; where?: string; code?: string };
+  const message = `${fields.code ? `error ${fields.code}: ` : ""}${fields.message ?? String(error)}`;
+  const stack = sources ? mapCallStack(fields.where, sources) : [];
+  if (stack.length > 0) {
+    const at = (stack[0] as string).replace(/ in .*$/, "");
+    return [`died: ${at}: ${message}`, ...stack.map((frame) => `  at ${frame}`)].join("\n");
+  }
+  return `died: ${message}${fields.where ? `\n  context: ${fields.where}` : ""}`;
 }
 
 /** Human-readable lines for the failures of a run. */

@@ -1,35 +1,52 @@
-// Watch mode: every save of the document reloads it into a fresh database and
-// points the API at it, while the previous version keeps serving until the
-// new one has loaded.
+// Watch mode: every save of the document (or of one of its migrations)
+// reloads the project into a fresh database and points the API at it, while
+// the previous version keeps serving until the new one has loaded.
 //
 // One reload runs at a time. Saves during a reload are remembered and, when
-// it ends, one more reload reads the file as it is then, so the latest
+// it ends, one more reload reads the files as they are then, so the latest
 // content always wins and no save is lost. A save that leaves the compiled
-// SQL unchanged (prose only) does not reload.
+// SQL the same as the version serving (prose only) does not reload.
 //
 // Each version lives in its own database (app_1, app_2, ...) served by its
 // own PostgREST on an internal port, behind a small proxy on the user's port
-// (src/proxy.ts): the switch is a pointer flip, with no gap in service.
+// (src/proxy.ts): the switch is a pointer flip, with no gap in service. The
+// rows of tables whose shape did not change come along (src/carry-over.ts),
+// so users, todos and the browser's session survive a save.
+//
+// A version's checks (its pgTAP suite, and with `runTests` the HTTP suite)
+// run after it is serving and never hold up the next save: a newer version
+// cancels them.
 
-import { readFileSync } from "node:fs";
-import { basename, dirname, resolve } from "node:path";
+import { type ChildProcess, spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, dirname, join, resolve } from "node:path";
 import chokidar from "chokidar";
 import pg from "pg";
+import { type CarryOverSummary, carryOver, describeCarryOver } from "./carry-over.js";
 import { type Cluster, startCluster } from "./cluster.js";
-import { createDatabase, loadDocument, runDatabaseTests } from "./deploy.js";
-import { compileMarkdown, includedCode } from "./md2sql.js";
+import { createDatabase, loadDocuments, runDatabaseTests } from "./deploy.js";
+import { type CompiledDocument, compileMarkdown, includedCode } from "./md2sql.js";
 import { describeFailures, hasPgTap, type PgTapRun } from "./pgtap.js";
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
+import { DEFAULT_DOCUMENT, migrationsDirOf, projectDocuments } from "./project.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 
 export interface WatchOptions {
   file?: string;
+  /** The document's migrations (default: migrations/ beside it). */
+  migrationsDir?: string;
   port?: number;
   tests?: boolean;
   fixtures?: boolean;
   pgBin?: string;
-  /** How long the file must stay unchanged before a reload starts (ms). */
+  /** How long the files must stay unchanged before a reload starts (ms). */
   settleMs?: number;
+  /**
+   * After each reload, also run these vitest arguments (test files, filters)
+   * against the new version, with TEST_API_URL and TEST_API_DATABASE_URL set.
+   */
+  runTests?: string[];
   /** Progress and per-reload lines. */
   log?: (line: string) => void;
   /** Called after every reload attempt, for tests and benchmarks. */
@@ -37,7 +54,16 @@ export interface WatchOptions {
 }
 
 export type ReloadOutcome =
-  | { kind: "loaded"; version: number; database: string; pgtap?: PgTapRun; ms: number }
+  | {
+      kind: "loaded";
+      version: number;
+      database: string;
+      /** What came over from the previous version (undefined for the first). */
+      carried?: CarryOverSummary;
+      /** The pgTAP suite, run after the switch; undefined when not run or cancelled. */
+      pgtap: Promise<PgTapRun | undefined>;
+      ms: number;
+    }
   | { kind: "load-failed"; report: string; ms: number }
   | { kind: "unchanged"; ms: number };
 
@@ -54,8 +80,10 @@ export interface WatchSession {
 interface ServedVersion {
   version: number;
   database: string;
-  sql: string;
+  code: string;
   postgrest: PostgrestProcess;
+  /** Stops this version's checks when a newer version replaces it. */
+  cancelChecks: () => void;
 }
 
 function timestamp(): string {
@@ -73,13 +101,86 @@ async function dropDatabase(cluster: Cluster, database: string): Promise<void> {
   }
 }
 
+/** The superuser URL of a database in the cluster, for the HTTP suite's direct checks. */
+function databaseUrl(cluster: Cluster, database: string): string {
+  return cluster.uri(cluster.superuser, database);
+}
+
+interface TestRunSummary {
+  passed: number;
+  failed: number;
+  failures: string[];
+}
+
+/**
+ * Runs vitest against one version. Resolves with the counts, or undefined
+ * when it was cancelled (killed) first.
+ */
+function runHttpSuite(
+  args: string[],
+  env: Record<string, string>,
+): { result: Promise<TestRunSummary | undefined>; cancel: () => void } {
+  const reportDir = mkdtempSync(join(tmpdir(), "pgs-watch-tests-"));
+  const report = join(reportDir, "report.json");
+  // The project's own vitest, else the toolkit's.
+  const vitest =
+    [process.cwd(), dirname(import.meta.dirname)]
+      .map((root) => join(root, "node_modules", ".bin", "vitest"))
+      .find((path) => existsSync(path)) ?? "vitest";
+  let child: ChildProcess | undefined;
+  let cancelled = false;
+  const result = new Promise<TestRunSummary | undefined>((done) => {
+    child = spawn(
+      vitest,
+      ["run", ...args, "--reporter=json", `--outputFile.json=${report}`, "--reporter=dot"],
+      { env: { ...process.env, ...env }, stdio: "ignore", detached: true },
+    );
+    child.once("error", () => done({ passed: 0, failed: 1, failures: ["vitest did not start"] }));
+    child.once("exit", () => {
+      if (cancelled) return done(undefined);
+      try {
+        const json = JSON.parse(readFileSync(report, "utf8")) as {
+          numPassedTests: number;
+          numFailedTests: number;
+          testResults: Array<{
+            assertionResults: Array<{ status: string; fullName: string }>;
+            message?: string;
+            name: string;
+          }>;
+        };
+        const failures = json.testResults.flatMap((file) => [
+          ...file.assertionResults.filter((t) => t.status === "failed").map((t) => t.fullName),
+          ...(file.message ? [`${basename(file.name)}: ${file.message.split("\n")[0]}`] : []),
+        ]);
+        done({ passed: json.numPassedTests, failed: json.numFailedTests, failures });
+      } catch {
+        done({ passed: 0, failed: 1, failures: ["vitest wrote no report (see its output)"] });
+      } finally {
+        rmSync(reportDir, { recursive: true, force: true });
+      }
+    });
+  });
+  const cancel = () => {
+    cancelled = true;
+    // The whole process group: vitest's workers too.
+    if (child?.pid !== undefined && child.exitCode === null) {
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(reportDir, { recursive: true, force: true });
+  };
+  return { result, cancel };
+}
+
 export async function watchDocument(options: WatchOptions = {}): Promise<WatchSession> {
   const log = options.log ?? (() => {});
-  const file = options.file ?? "app.sql.md";
-  const absolute = resolve(file);
+  const file = options.file ?? DEFAULT_DOCUMENT;
+  const project = { file, migrationsDir: migrationsDirOf(options) };
   const settleMs = options.settleMs ?? 100;
   const wantTests = options.tests ?? true;
-  const compileOptions = { fileName: file, includeFixtures: options.fixtures ?? true };
 
   // The proxy first: a port in use fails before anything else starts.
   const proxy: FrontProxy = await startFrontProxy(options.port ?? 3000);
@@ -93,82 +194,144 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
   let testsAvailable = false;
   let served: ServedVersion | undefined;
   let versionCounter = 0;
-  let lastAttemptedCode: string | undefined;
 
-  const compile = () =>
-    compileMarkdown(readFileSync(absolute), { ...compileOptions, includeTests: testsAvailable });
+  const compile = (): CompiledDocument[] =>
+    projectDocuments(project).map((doc) =>
+      compileMarkdown(readFileSync(doc.path), {
+        fileName: doc.path,
+        includeFixtures: options.fixtures ?? true,
+        includeTests: testsAvailable,
+      }),
+    );
 
-  /** Loads the document as a new version; returns the outcome. */
+  /** Prints a version's check results when they come, unless a newer version cancelled them. */
+  const startChecks = (
+    version: number,
+    database: string,
+    docs: CompiledDocument[],
+  ): { pgtap: Promise<PgTapRun | undefined>; cancel: () => void } => {
+    let cancelled = false;
+    let cancelHttp = () => {};
+    const started = performance.now();
+    const seconds = () => `${((performance.now() - started) / 1000).toFixed(1)} s`;
+    const pgtap: Promise<PgTapRun | undefined> =
+      testsAvailable && docs.some((doc) => doc.blocks.some((block) => block.tag === "tests"))
+        ? runDatabaseTests(cluster, database, docs).then(
+            (run) => {
+              if (cancelled) return undefined;
+              if (!run.ok) for (const line of describeFailures(run)) log(line);
+              const tests = run.ok
+                ? `pgTAP ${run.passed} passed`
+                : `pgTAP ${run.passed} passed, ${run.failed} FAILED (serving, but FAILING its tests)`;
+              log(`[${timestamp()}] version ${version}: ${tests} (${seconds()})`);
+              return run;
+            },
+            (error: Error) => {
+              if (!cancelled)
+                log(`[${timestamp()}] version ${version}: pgTAP run failed: ${error.message}`);
+              return undefined;
+            },
+          )
+        : Promise.resolve(undefined);
+    if (options.runTests) {
+      const args = options.runTests;
+      void pgtap.then(() => {
+        if (cancelled) return;
+        const httpStarted = performance.now();
+        const run = runHttpSuite(args, {
+          TEST_API_URL: proxy.url,
+          TEST_API_DATABASE_URL: databaseUrl(cluster, database),
+          // The pgTAP suite has just run; the HTTP run need not repeat it.
+          TEST_API_SKIP_PGTAP: "1",
+        });
+        cancelHttp = run.cancel;
+        void run.result.then((summary) => {
+          if (!summary || cancelled) return;
+          const took = `${((performance.now() - httpStarted) / 1000).toFixed(1)} s`;
+          log(
+            `[${timestamp()}] version ${version}: HTTP suite ${summary.passed} passed` +
+              `${summary.failed > 0 ? `, ${summary.failed} FAILED` : ""} (${took})`,
+          );
+          for (const failure of summary.failures.slice(0, 10)) log(`    not ok: ${failure}`);
+        });
+      });
+    }
+    return {
+      pgtap,
+      cancel: () => {
+        cancelled = true;
+        cancelHttp();
+      },
+    };
+  };
+
+  /** Loads the project as a new version; returns the outcome. */
   const loadVersion = async (): Promise<ReloadOutcome> => {
     const started = performance.now();
     const ms = () => Math.round(performance.now() - started);
-    let doc: ReturnType<typeof compileMarkdown>;
+    let docs: CompiledDocument[];
     try {
-      doc = compile();
+      docs = compile();
     } catch (error) {
       return { kind: "load-failed", report: (error as Error).message, ms: ms() };
     }
-    // Compare code only: a prose edit that moves lines is still the same program.
-    const code = includedCode(doc);
-    if (code === lastAttemptedCode) return { kind: "unchanged", ms: ms() };
-    lastAttemptedCode = code;
+    // Compare code only: a prose edit that moves lines is still the same
+    // program. Compared with what serves, not with the last attempt, so that
+    // saving again after a failure always tries again.
+    const code = docs.map(includedCode).join("\n\u0000\u0000\n");
+    if (served && code === served.code) return { kind: "unchanged", ms: ms() };
     const version = ++versionCounter;
     const database = `app_${version}`;
     await createDatabase(cluster, database);
+    let carried: CarryOverSummary | undefined;
     try {
-      // The API switches as soon as PostgREST is ready, without waiting for
-      // the pgTAP suite, which reports in the same reload line when done.
-      await loadDocument(cluster, database, doc);
+      await loadDocuments(cluster, database, docs);
+      if (served) carried = await carryOver(cluster, served.database, database);
     } catch (error) {
       await dropDatabase(cluster, database);
       const failure = error as { report?: string; message: string };
       return { kind: "load-failed", report: failure.report ?? failure.message, ms: ms() };
     }
-    // The suite runs in its own rolled-back transaction, beside PostgREST.
-    const pgtapRun: Promise<PgTapRun | undefined> =
-      testsAvailable && doc.blocks.some((block) => block.tag === "tests")
-        ? runDatabaseTests(cluster, database).catch((error: Error) => {
-            log(`pgTAP run failed: ${error.message}`);
-            return undefined;
-          })
-        : Promise.resolve(undefined);
     const postgrest = await startPostgrest({
       dbUri: cluster.uri("authenticator", database),
       port: await freePort(),
       logFile: `${cluster.dir}/postgrest-${version}.log`,
     });
     const previous = served;
-    served = { version, database, sql: doc.sql, postgrest };
     proxy.setTarget(postgrest.port);
+    previous?.cancelChecks();
+    const checks = startChecks(version, database, docs);
+    served = { version, database, code, postgrest, cancelChecks: checks.cancel };
     if (previous) {
       await proxy.drained(previous.postgrest.port);
       await previous.postgrest.stop();
       await dropDatabase(cluster, previous.database);
     }
-    const pgtap = await pgtapRun;
-    return { kind: "loaded", version, database, ms: ms(), ...(pgtap ? { pgtap } : {}) };
+    return {
+      kind: "loaded",
+      version,
+      database,
+      pgtap: checks.pgtap,
+      ms: ms(),
+      ...(carried ? { carried } : {}),
+    };
   };
 
   const report = (outcome: ReloadOutcome) => {
     const at = `[${timestamp()}]`;
     if (outcome.kind === "unchanged") {
-      log(`${at} ${file}: compiled SQL unchanged (prose only), not reloaded (${outcome.ms} ms)`);
+      log(
+        `${at} ${file}: same code as version ${served?.version} (prose only), not reloaded (${outcome.ms} ms)`,
+      );
     } else if (outcome.kind === "load-failed") {
       log(outcome.report);
       const still = served ? `still serving version ${served.version}` : "nothing served";
       log(`${at} ${file}: load FAILED, ${still} (${outcome.ms} ms)`);
     } else {
-      const tests = outcome.pgtap
-        ? outcome.pgtap.ok
-          ? `pgTAP ${outcome.pgtap.passed} passed`
-          : `pgTAP ${outcome.pgtap.passed} passed, ${outcome.pgtap.failed} FAILED`
-        : "pgTAP not run";
-      if (outcome.pgtap && !outcome.pgtap.ok) {
-        for (const line of describeFailures(outcome.pgtap)) log(line);
-      }
-      const mark = outcome.pgtap && !outcome.pgtap.ok ? " (serving, but FAILING its tests)" : "";
+      const kept = outcome.carried ? `, ${describeCarryOver(outcome.carried)}` : "";
+      const tests = testsAvailable ? ", pgTAP running" : "";
       log(
-        `${at} ${file}: loaded version ${outcome.version} into ${outcome.database}, ${tests}${mark} (${outcome.ms} ms)`,
+        `${at} ${file}: version ${outcome.version} serving from ${outcome.database}${kept}${tests} (${outcome.ms} ms)`,
       );
     }
     options.onReload?.(outcome);
@@ -216,19 +379,23 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     report(await loadVersion());
   } catch (error) {
     await proxy.close();
+    served?.cancelChecks();
     await served?.postgrest.stop();
     await cluster.stop();
     throw error;
   }
 
-  // Watch the directory, not the file: editors that save by renaming a new
-  // file over the old one, and git checkout/stash, replace the inode.
-  const watcher = chokidar.watch(dirname(absolute), {
-    depth: 0,
-    ignoreInitial: true,
-  });
+  // Watch directories, not files: editors that save by renaming a new file
+  // over the old one, and git checkout/stash, replace the inode.
+  const documentPath = resolve(file);
+  const migrationsPath = resolve(project.migrationsDir);
+  // One level below the watched directories: the migrations directory may
+  // not exist yet when watching starts.
+  const roots = [...new Set([dirname(documentPath), dirname(migrationsPath)])];
+  const watcher = chokidar.watch(roots, { depth: 1, ignoreInitial: true });
   watcher.on("all", (_event, changed) => {
-    if (resolve(changed) === absolute || basename(changed) === basename(absolute)) {
+    const path = resolve(changed);
+    if (path === documentPath || path === migrationsPath || dirname(path) === migrationsPath) {
       scheduleReload();
     }
   });
@@ -246,6 +413,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
         if (settleTimer) clearTimeout(settleTimer);
         await watcher.close();
         await running?.catch(() => {});
+        served?.cancelChecks();
         await proxy.close();
         await served?.postgrest.stop();
         await cluster.stop();

@@ -60,13 +60,16 @@ async function useExistingDeployment(project: TestProject): Promise<boolean> {
   if (!apiUrl || !databaseUrl) {
     throw new Error("set both TEST_API_URL and TEST_API_DATABASE_URL, or neither");
   }
-  const client = new pg.Client({ connectionString: databaseUrl });
-  await client.connect();
-  try {
-    const installed = await client.query("select 1 from pg_extension where extname = 'pgtap'");
-    project.provide("pgtap", installed.rowCount === 1 ? await runPgTap(client) : undefined);
-  } finally {
-    await client.end();
+  // Watch mode's --run-tests has just run the pgTAP suite itself.
+  if (process.env.TEST_API_SKIP_PGTAP !== "1") {
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    try {
+      const installed = await client.query("select 1 from pg_extension where extname = 'pgtap'");
+      project.provide("pgtap", installed.rowCount === 1 ? await runPgTap(client) : undefined);
+    } finally {
+      await client.end();
+    }
   }
   project.provide("apiUrl", apiUrl.replace(/\/$/, ""));
   project.provide("database", { connectionString: databaseUrl });

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Cluster, startCluster } from "../src/cluster.js";
+import { deployLocal } from "../src/deploy.js";
 import { SchemaLoadError } from "../src/loader.js";
 import { migrate } from "../src/migrate.js";
 import { freePort, startPostgrest } from "../src/postgrest.js";
@@ -229,10 +230,127 @@ describe("migrate", () => {
     expect((await query("select to_regnamespace('tests') as t")).rows[0].t).toBeNull();
   });
 
+  it("applies nothing when the tests fail with the pending migrations (--with-tests)", async () => {
+    const { url, dir, query } = await project();
+    const file = join(dir, "app.sql.md");
+    writeFileSync(file, APP);
+    await migrate({ databaseUrl: url, file });
+    writeFileSync(
+      join(dir, "migrations", "002-drop-notes.sql.md"),
+      "A migration that breaks the app's tests.\n\n```sql\ndrop function note_count();\n```\n",
+    );
+    const lines: string[] = [];
+    const result = await migrate({
+      databaseUrl: url,
+      file,
+      withTests: true,
+      log: (l) => lines.push(l),
+    });
+    expect(result.pgtap?.ok).toBe(false);
+    expect(result.applied).toEqual([]);
+    expect(lines.join("\n")).toMatch(/not applied: with 1 pending migration\(s\) the tests FAIL/);
+    const fn = await query("select to_regprocedure('note_count()') is not null as present");
+    expect(fn.rows[0].present).toBe(true);
+    expect((await query("select max(id) as top from migrations")).rows[0].top).toBe(1);
+  });
+
+  it("refuses files in the migrations directory that look like migrations but are not NNN-name.sql.md", async () => {
+    const { url, dir } = await project();
+    const file = join(dir, "app.sql.md");
+    writeFileSync(file, APP);
+    writeFileSync(join(dir, "migrations", "002-good.sql.md"), ADD_TAGS);
+    writeFileSync(join(dir, "migrations", "003-plain.md"), ADD_TAGS);
+    writeFileSync(join(dir, "migrations", "004-raw.sql"), "select 1;");
+    writeFileSync(join(dir, "migrations", "NOTES.md"), "not a migration");
+    const error = await migrate({ databaseUrl: url, file }).then(
+      () => undefined,
+      (e: Error) => e.message,
+    );
+    expect(error).toContain("003-plain.md: a migration must be named NNN-name.sql.md");
+    expect(error).toContain("004-raw.sql: a migration must be named NNN-name.sql.md");
+    expect(error).not.toContain("NOTES.md");
+  });
+
   it("says which option is missing, with exit code 2", async () => {
     const run = spawnCli(["migrate"], { DATABASE_URL: "" });
     expect(await run.exited).toBe(2);
     expect(run.stderr()).toContain("--database-url is required (or set DATABASE_URL)");
+  });
+});
+
+describe("the worked example in migrations/README.md", () => {
+  const example = join(
+    import.meta.dirname,
+    "..",
+    "migrations",
+    "examples",
+    "002-todo-due-date.sql.md",
+  );
+  const appFile = join(import.meta.dirname, "..", "app.sql.md");
+
+  /** A project directory: the real app.sql.md, with or without the example migration. */
+  function scratchProject(dir: string, withExample: boolean): string {
+    writeFileSync(join(dir, "app.sql.md"), readFileSync(appFile));
+    if (withExample) {
+      writeFileSync(join(dir, "migrations", "002-todo-due-date.sql.md"), readFileSync(example));
+    }
+    return join(dir, "app.sql.md");
+  }
+
+  it("upgrades a deployed database, keeping its data, and its tests pass", async () => {
+    const { url, dir, query } = await project();
+    const file = scratchProject(dir, false);
+    await migrate({ databaseUrl: url, file });
+    await query(`insert into app.users (email, name) values ('kept@example.com', 'Kept')`);
+    scratchProject(dir, true);
+    const upgrade = await migrate({ databaseUrl: url, file, withTests: true });
+    expect(upgrade.pgtap?.ok).toBe(true);
+    expect(upgrade.pgtap?.functions.map((f) => f.functionName)).toContain(
+      "tests.test_todo_due_date",
+    );
+    expect(upgrade.applied.map((m) => m.fileName)).toEqual(["2_todo-due-date.sql"]);
+    const due = await query("select due from api.todos limit 0");
+    expect(due.fields.map((f) => f.name)).toContain("due");
+    const kept = await query(
+      "select count(*)::int as n from app.users where email = 'kept@example.com'",
+    );
+    expect(kept.rows[0].n).toBe(1);
+  });
+
+  it("gives a fresh database the same schema in one go", async () => {
+    const { url, dir, query } = await project();
+    const file = scratchProject(dir, true);
+    const result = await migrate({ databaseUrl: url, file });
+    expect(result.applied.map((m) => m.fileName)).toEqual(["1_app.sql", "2_todo-due-date.sql"]);
+    const due = await query("select due from api.todos limit 0");
+    expect(due.fields.map((f) => f.name)).toContain("due");
+  });
+
+  it("is what deploy-local serves, tests included", async () => {
+    const { dir } = await project();
+    const file = scratchProject(dir, true);
+    const deployment = await deployLocal({ file, port: await freePort() });
+    try {
+      const pgtap = await deployment.pgtap;
+      expect(pgtap?.ok).toBe(true);
+      expect(pgtap?.functions.map((f) => f.functionName)).toContain("tests.test_todo_due_date");
+      const login = await fetch(`${deployment.url}/rpc/login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "alice@example.com", password: "correct horse battery" }),
+      });
+      const cookie = (login.headers.get("set-cookie") ?? "").split(";")[0] as string;
+      const todos = await fetch(`${deployment.url}/todos?select=description,due&limit=1`, {
+        headers: { cookie },
+      });
+      expect(todos.status).toBe(200);
+      expect(Object.keys(((await todos.json()) as object[])[0] ?? {})).toEqual([
+        "description",
+        "due",
+      ]);
+    } finally {
+      await deployment.stop();
+    }
   });
 });
 
@@ -298,8 +416,13 @@ describe("migrate with the real application", () => {
       databaseUrl: url,
       file: appFile,
       migrationsDir: join(dir, "migrations"),
+      withTests: true,
     });
     expect(result.applied).toHaveLength(1);
+    // pgTAP is not superuser-only, and the tests need no superuser either.
+    expect(result.pgtap?.ok, JSON.stringify(result.pgtap?.functions.filter((f) => !f.ok))).toBe(
+      true,
+    );
     const check = new pg.Client(cluster.connectionConfig(database));
     await check.connect();
     const { rows } = await check.query("select rolsuper from pg_roles where rolname = 'deployer'");

@@ -1,8 +1,17 @@
 // Watch mode: saves reload the API; broken saves never take it down.
 
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../src/postgrest.js";
 import { type ReloadOutcome, type WatchSession, watchDocument } from "../src/watch.js";
@@ -28,6 +37,11 @@ let file: string;
 let session: WatchSession;
 const outcomes: ReloadOutcome[] = [];
 const logLines: string[] = [];
+
+/** The newest reload line (check results of earlier versions may print after it). */
+function lastReloadLine(): string | undefined {
+  return logLines.findLast((l) => /serving from|load FAILED|not reloaded/.test(l));
+}
 
 async function apiVersion(): Promise<string | number> {
   const response = await fetch(`${session.url}/rpc/version`);
@@ -73,8 +87,9 @@ describe("watch mode", () => {
     expect(await apiVersion()).toBe("v1");
     const first = outcomes[0];
     expect(first?.kind).toBe("loaded");
-    if (first?.kind === "loaded") expect(first.pgtap?.ok).toBe(true);
-    expect(logLines.some((l) => /loaded version 1 .*pgTAP 2 passed/.test(l))).toBe(true);
+    if (first?.kind === "loaded") expect((await first.pgtap)?.ok).toBe(true);
+    expect(logLines.some((l) => /version 1 serving from app_1, pgTAP running/.test(l))).toBe(true);
+    expect(logLines.some((l) => /version 1: pgTAP 2 passed/.test(l))).toBe(true);
   });
 
   it("an edit makes a new endpoint appear", async () => {
@@ -99,7 +114,7 @@ describe("watch mode", () => {
     expect(report).toContain(
       `${file}:${brokenLine}:8: error 42601: syntax error at or near "tabel"`,
     );
-    expect(logLines.at(-1)).toMatch(/load FAILED, still serving version 2/);
+    expect(lastReloadLine()).toMatch(/load FAILED, still serving version 2/);
     expect(await apiVersion()).toBe("v2");
 
     const fixed = await save(documentWithVersion("v4"));
@@ -115,13 +130,97 @@ describe("watch mode", () => {
     );
     const outcome = await save(failing);
     expect(outcome?.kind).toBe("loaded");
-    if (outcome?.kind === "loaded") expect(outcome.pgtap?.ok).toBe(false);
+    if (outcome?.kind === "loaded") expect((await outcome.pgtap)?.ok).toBe(false);
     expect(await apiVersion()).toBe("v-failing");
     expect(
       logLines.some((l) => l.includes("not ok: tests.test_version: version is something else")),
     ).toBe(true);
-    expect(logLines.at(-1)).toMatch(/pgTAP 2 passed, 1 FAILED \(serving, but FAILING its tests\)/);
+    expect(
+      logLines.some((l) =>
+        /version \d+: pgTAP 2 passed, 1 FAILED \(serving, but FAILING its tests\)/.test(l),
+      ),
+    ).toBe(true);
     expect((await save(documentWithVersion("v4")))?.kind).toBe("loaded");
+  });
+
+  it("saving a failed version again retries it instead of calling it unchanged", async () => {
+    const broken = documentWithVersion("v5", "select * from table_that_is_not_there;");
+    expect((await save(broken))?.kind).toBe("load-failed");
+    const again = await afterChange(() => writeFileSync(file, broken));
+    expect(again?.kind).toBe("load-failed");
+    expect((await save(documentWithVersion("v4")))?.kind).toBe("unchanged");
+    expect(lastReloadLine()).toMatch(/same code as version \d+ \(prose only\), not reloaded/);
+  });
+
+  it("keeps the rows of unchanged tables, and says so; a table whose columns changed keeps its fixtures", async () => {
+    const database = new pg.Client(session.cluster.connectionConfig(session.currentDatabase()));
+    await database.connect();
+    await database.query("insert into api.greetings (greeting) values ('made by hand')");
+    await database.end();
+    const outcome = await save(documentWithVersion("carried"));
+    expect(outcome?.kind).toBe("loaded");
+    const greetings = async () => {
+      const client = new pg.Client(session.cluster.connectionConfig(session.currentDatabase()));
+      await client.connect();
+      const { rows } = await client.query<{ greeting: string }>(
+        "select greeting from api.greetings order by greeting_id",
+      );
+      await client.end();
+      return rows.map((r) => r.greeting);
+    };
+    expect(await greetings()).toEqual(["hi", "hey", "made by hand"]);
+    expect(lastReloadLine()).toMatch(/kept 3 rows of 1 table/);
+    // A new greeting gets the next id, after the carried ones.
+    const next = new pg.Client(session.cluster.connectionConfig(session.currentDatabase()));
+    await next.connect();
+    const { rows } = await next.query<{ greeting_id: number }>(
+      "insert into api.greetings (greeting) values ('next') returning greeting_id",
+    );
+    await next.end();
+    expect(rows[0]?.greeting_id).toBe(4);
+
+    const reshaped = await save(
+      documentWithVersion("reshaped", "alter table api.greetings add column loud boolean;"),
+    );
+    expect(reshaped?.kind).toBe("loaded");
+    expect(await greetings()).toEqual(["hi", "hey"]);
+    expect(lastReloadLine()).toMatch(/api\.greetings not kept \(its columns changed\)/);
+  });
+
+  it("a save right after another does not wait for the previous version's tests", async () => {
+    const slowTests = (value: string) =>
+      documentWithVersion(
+        value,
+        "",
+        "\n\n```sql tests\ncreate function tests.test_slow() returns setof text language plpgsql as $$ begin perform pg_sleep(5); return next pass('slow'); end $$;\n```",
+      );
+    expect((await save(slowTests("slow-1")))?.kind).toBe("loaded");
+    const saved = performance.now();
+    const outcome = await save(slowTests("slow-2"));
+    expect(outcome?.kind).toBe("loaded");
+    expect(performance.now() - saved).toBeLessThan(3000);
+    expect(await apiVersion()).toBe("slow-2");
+    // The replaced version's suite was cancelled: it reports nothing.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(logLines.some((l) => /version \d+: pgTAP .*slow/.test(l))).toBe(false);
+    expect((await save(documentWithVersion("v4")))?.kind).toBe("loaded");
+  });
+
+  it("applies the document's migrations after it, and reloads when one is added or edited", async () => {
+    const migrations = join(dir, "migrations");
+    mkdirSync(migrations, { recursive: true });
+    const migration = (value: number) =>
+      `# A migration\n\n\`\`\`sql\ncreate function api.migrated() returns int language sql as $$ select ${value} $$;\ngrant execute on function api.migrated() to anonymous;\n\`\`\`\n`;
+    const migrated = async () => (await fetch(`${session.url}/rpc/migrated`)).json();
+    expect(
+      (await afterChange(() => writeFileSync(join(migrations, "002-add.sql.md"), migration(1))))
+        ?.kind,
+    ).toBe("loaded");
+    expect(await migrated()).toBe(1);
+    await afterChange(() => writeFileSync(join(migrations, "002-add.sql.md"), migration(2)));
+    expect(await migrated()).toBe(2);
+    await afterChange(() => rmSync(migrations, { recursive: true, force: true }));
+    expect((await fetch(`${session.url}/rpc/migrated`)).status).toBe(404);
   });
 
   it("a prose-only edit does not reload", async () => {
@@ -165,6 +264,33 @@ describe("watch mode", () => {
     expect((await save(withRole("watch_editor")))?.kind).toBe("loaded");
     expect((await save(withRole("watch_editor_renamed")))?.kind).toBe("loaded");
     expect(await apiVersion()).toBe("role-watch_editor_renamed");
+  });
+});
+
+describe("watch mode with --run-tests", () => {
+  it("runs the HTTP suite against each new version and prints one line for it", async () => {
+    const testDir = mkdtempSync(join(tmpdir(), "watch-run-tests-"));
+    const testFile = join(testDir, "app.sql.md");
+    writeFileSync(testFile, documentWithVersion("t1"));
+    const lines: string[] = [];
+    const watching = await watchDocument({
+      file: testFile,
+      port: await freePort(),
+      runTests: ["test/smoke.test.ts"],
+      log: (line) => lines.push(line),
+    });
+    try {
+      const deadline = Date.now() + 60_000;
+      while (!lines.some((l) => /HTTP suite/.test(l)) && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(lines.find((l) => /HTTP suite/.test(l))).toMatch(
+        /version 1: HTTP suite 1 passed \(\d+\.\d s\)$/,
+      );
+    } finally {
+      await watching.stop();
+      rmSync(testDir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -16,6 +16,8 @@ interface DeployLocalFlags {
   pgPort?: string;
   postgres: "local" | "docker";
   watch?: boolean;
+  runTests?: string | true;
+  migrationsDir?: string;
   oidcIssuer?: string;
   oidcAudience?: string;
   oidcKeys?: string;
@@ -66,6 +68,14 @@ export function deployLocalCommand(): Command {
       ).env("OIDC_KEYS_FILE"),
     )
     .option(
+      "-m, --migrations-dir <dir>",
+      "the document's migrations, NNN-name.sql.md, applied after it (default: migrations/ beside the document)",
+    )
+    .option(
+      "--run-tests [vitest-args]",
+      "with --watch: after each reload, run vitest (these files and filters; default all) against the new version and print a one-line summary",
+    )
+    .option(
       "-w, --watch",
       "reload on every save: fresh database, pgTAP suite, new PostgREST; a version that fails to load never replaces the one serving",
     )
@@ -89,9 +99,13 @@ export function deployLocalCommand(): Command {
         if (issuers.length === 0 && (flags.oidcAudience || flags.oidcKeys)) {
           problems.push("--oidc-audience and --oidc-keys need --oidc-issuer (or OIDC_ISSUER)");
         }
+        if (flags.runTests !== undefined && !flags.watch) {
+          problems.push("--run-tests needs --watch");
+        }
         assertNoProblems(problems);
         const options: LocalDeploymentOptions = {
           file: flags.file,
+          ...(flags.migrationsDir ? { migrationsDir: flags.migrationsDir } : {}),
           tests: flags.tests,
           fixtures: flags.fixtures,
           log: progress,
@@ -119,12 +133,18 @@ export function deployLocalCommand(): Command {
           if (flags.postgres === "docker") {
             throw new UsageError("--postgres docker cannot be combined with --watch yet");
           }
-          const session = await watchDocument(options);
+          const runTests =
+            flags.runTests === undefined
+              ? undefined
+              : flags.runTests === true
+                ? []
+                : flags.runTests.split(/\s+/).filter(Boolean);
+          const session = await watchDocument({ ...options, ...(runTests ? { runTests } : {}) });
           const seconds = ((performance.now() - started) / 1000).toFixed(2);
           const lines = [
             `ready: ${session.url} serves ${flags.file}, watching for changes (${seconds} s)`,
             `demo:  ${session.url}/demo/`,
-            `psql:  psql -h ${session.cluster.socketDir} -p ${session.cluster.port} -U postgres <database named in the latest reload line>`,
+            `psql:  ${session.cluster.psqlCommand(session.currentDatabase())}   (each reload names its new database)`,
             `logs:  ${session.cluster.dir}`,
             "Press Ctrl-C to stop and remove everything.",
           ];

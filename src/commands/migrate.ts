@@ -8,7 +8,7 @@ import { assertNoProblems, runAction } from "./common.js";
 interface MigrateFlags {
   databaseUrl?: string;
   file: string;
-  migrationsDir: string;
+  migrationsDir?: string;
   withTests?: boolean;
   dryRun?: boolean;
 }
@@ -27,7 +27,10 @@ export function migrateCommand(): Command {
       ),
     )
     .option("-f, --file <path>", "the document, applied as migration 1", "app.sql.md")
-    .option("-m, --migrations-dir <dir>", "directory of NNN-name.sql.md migrations", "migrations")
+    .option(
+      "-m, --migrations-dir <dir>",
+      "directory of NNN-name.sql.md migrations (default: migrations/ beside the document)",
+    )
     .option(
       "--with-tests",
       "after migrating, load the ```sql tests blocks and run the pgTAP suite, then roll them back",
@@ -45,7 +48,7 @@ export function migrateCommand(): Command {
         const result = await migrate({
           databaseUrl: flags.databaseUrl as string,
           file: flags.file,
-          migrationsDir: flags.migrationsDir,
+          ...(flags.migrationsDir ? { migrationsDir: flags.migrationsDir } : {}),
           withTests: flags.withTests === true,
           dryRun: flags.dryRun === true,
           log: (line) => process.stderr.write(`${line}\n`),
