@@ -415,7 +415,7 @@ async function main(): Promise<void> {
     };
 
     writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
-    const chartFile = outFile.replace(/\.json$/, "") + ".svg";
+    const chartFile = `${outFile.replace(/\.json$/, "")}.svg`;
     writeFileSync(
       chartFile,
       svgChart([

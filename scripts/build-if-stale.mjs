@@ -38,7 +38,8 @@ if (sources > built) {
       stdio: "inherit",
     },
   );
-  // tsc leaves its build info untouched when the output did not change.
-  const now = new Date();
-  utimesSync(stamp, now, now);
+  // tsc leaves its build info untouched when the output did not change; a
+  // source dated in the future (clock skew) must not force a build every time.
+  const at = new Date(Math.max(Date.now(), sources));
+  utimesSync(stamp, at, at);
 }
