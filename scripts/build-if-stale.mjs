@@ -30,7 +30,8 @@ const sources = Math.max(
   newest(join(root, "tsconfig.build.json")),
   newest(join(root, "package.json")),
 );
-if (sources > built) {
+// Timestamps round differently on the way in and out: 1 ms of slack.
+if (sources - built > 1) {
   execFileSync(
     join(root, "node_modules", ".bin", "tsc"),
     ["-p", join(root, "tsconfig.build.json")],
@@ -40,6 +41,6 @@ if (sources > built) {
   );
   // tsc leaves its build info untouched when the output did not change; a
   // source dated in the future (clock skew) must not force a build every time.
-  const at = new Date(Math.max(Date.now(), sources));
+  const at = Math.max(Date.now(), sources) / 1000;
   utimesSync(stamp, at, at);
 }
