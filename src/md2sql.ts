@@ -114,9 +114,32 @@ function decode(source: string | Uint8Array, fileName: string): string {
 
 const FENCE = /^ {0,3}(`{3,}|~{3,})/;
 
+/**
+ * Info strings that look meant as code but would silently be prose: another
+ * spelling of SQL (```SQL, ```postgresql, ```plpgsql) or a tag written
+ * without its space (```sql-tests). Anything else that is not `sql` is
+ * another language (```sqlite, ```bash) and stays prose.
+ */
+function looksLikeMisspelledSql(word: string): boolean {
+  const lower = word.toLowerCase();
+  return (
+    (lower === "sql" && word !== "sql") ||
+    ["postgresql", "postgres", "pgsql", "plpgsql", "plsql"].includes(lower) ||
+    /^sql[^a-z0-9]/i.test(word)
+  );
+}
+
 /** The tag of a fenced block's info string, or undefined when it is not SQL. */
 function sqlTag(info: string, fileName: string, line: number): BlockTag | undefined {
   const words = info.trim().split(/\s+/).filter(Boolean);
+  if (words[0] && looksLikeMisspelledSql(words[0])) {
+    throw new Md2SqlError(
+      fileName,
+      line,
+      `\`\`\`${words[0]} blocks are not compiled: write \`\`\`sql (lower case, then a space before a tag) ` +
+        "to run this code, or name another language (```text) to show it without running it",
+    );
+  }
   if (words[0] !== "sql") return undefined;
   if (words.length === 1) return "app";
   const tag = words[1] as string;

@@ -188,6 +188,24 @@ describe("errors name the file and line", () => {
     ).toThrow(/^t\.md:3: error: unknown sql block tag "test"/);
   });
 
+  it("refuses blocks that look meant as SQL but would silently be prose", () => {
+    for (const info of [
+      "SQL",
+      "Sql",
+      "postgresql",
+      "PostgreSQL",
+      "plpgsql",
+      "pgsql",
+      "sql-tests",
+    ]) {
+      expect(() =>
+        compileMarkdown(`text\n\n\`\`\`${info}\nselect 1;\n\`\`\`\n`, { fileName: "t.md" }),
+      ).toThrow(
+        new RegExp(`^t\\.md:3: error: \`\`\`${info} blocks are not compiled: write \`\`\`sql`),
+      );
+    }
+  });
+
   it("does not treat other languages that start with sql as SQL", () => {
     const doc = compileMarkdown("```sqlite\nselect 1;\n```\n");
     expect(doc.sql).toBe("-- ```sqlite\n-- select 1;\n-- ```\n");
