@@ -25,6 +25,49 @@ interface Jwks {
   keys: Array<Record<string, unknown>>;
 }
 
+/** The public parameters of each asymmetric key type (RFC 7518, RFC 8037). */
+const PUBLIC_PARAMETERS: Record<string, readonly string[]> = {
+  RSA: ["n", "e"],
+  EC: ["crv", "x", "y"],
+  OKP: ["crv", "x"],
+};
+/** Parameters that describe a key without being key material. */
+const DESCRIPTIVE = ["kty", "kid", "use", "alg", "key_ops"];
+
+/**
+ * Keeps only what verifying a provider's signature needs: the public
+ * parameters of asymmetric keys. A symmetric key (`oct`) is refused: with
+ * it, anyone who can read PostgREST's configuration could sign tokens. Private
+ * parameters (d, p, q, ...) are dropped, and said so through `warn`, so that
+ * the configuration written from them holds no secret.
+ */
+export function publicKeysOnly(jwks: Jwks, where: string, warn: (line: string) => void): Jwks {
+  const keys = jwks.keys.map((key, index) => {
+    const kty = String(key.kty ?? "");
+    const name = `${where}: key ${index + 1}${key.kid ? ` (kid ${String(key.kid)})` : ""}`;
+    const publicParameters = PUBLIC_PARAMETERS[kty];
+    if (!publicParameters) {
+      throw new Error(
+        kty === "oct"
+          ? `${name} is a symmetric (oct) key: an identity provider's tokens must be verified with its public keys only (RSA, EC or OKP)`
+          : `${name} has key type "${kty}": only RSA, EC and OKP public keys are accepted`,
+      );
+    }
+    const kept: Record<string, unknown> = {};
+    for (const parameter of [...DESCRIPTIVE, ...publicParameters]) {
+      if (key[parameter] !== undefined) kept[parameter] = key[parameter];
+    }
+    const dropped = Object.keys(key).filter((parameter) => !(parameter in kept));
+    if (dropped.length > 0) {
+      warn(
+        `${name}: dropped ${dropped.join(", ")} (private key material is never needed to verify tokens)`,
+      );
+    }
+    return kept;
+  });
+  return { keys };
+}
+
 function asJwks(text: string, where: string): Jwks {
   let parsed: unknown;
   try {
@@ -39,32 +82,70 @@ function asJwks(text: string, where: string): Jwks {
   return { keys };
 }
 
-async function fetchJson(url: string): Promise<unknown> {
-  const response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
-  if (!response.ok) throw new Error(`GET ${url} answered ${response.status}`);
-  return response.json();
+/** Why a fetch failed, from the error's cause chain (fetch itself only says "fetch failed"). */
+function fetchFailure(error: unknown): string {
+  const reasons: string[] = [];
+  let current: unknown = error;
+  while (current && reasons.length < 4) {
+    const { message, code } = current as { message?: string; code?: string };
+    const reason = [code, message].filter(Boolean).join(": ");
+    if (reason && reason !== "fetch failed") reasons.push(reason);
+    current = (current as { cause?: unknown }).cause;
+  }
+  return reasons.join("; ") || String(error);
+}
+
+async function fetchJson(url: string, what: string): Promise<unknown> {
+  let response: Response;
+  try {
+    response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+  } catch (error) {
+    throw new Error(`cannot fetch ${what} from ${url}: ${fetchFailure(error)}`);
+  }
+  if (!response.ok) {
+    throw new Error(
+      `cannot fetch ${what}: GET ${url} answered ${response.status} ${response.statusText}`,
+    );
+  }
+  try {
+    return await response.json();
+  } catch {
+    throw new Error(`${what} at ${url} is not JSON`);
+  }
 }
 
 /** The issuer's keys, through /.well-known/openid-configuration and its jwks_uri. */
 export async function discoverKeys(issuer: string): Promise<Jwks> {
   const discoveryUrl = `${issuer.replace(/\/$/, "")}/.well-known/openid-configuration`;
-  const discovery = (await fetchJson(discoveryUrl)) as { issuer?: string; jwks_uri?: string };
+  const discovery = (await fetchJson(discoveryUrl, "the OpenID Connect discovery document")) as {
+    issuer?: string;
+    jwks_uri?: string;
+  };
   if (discovery.issuer !== issuer) {
     throw new Error(
       `${discoveryUrl} names the issuer "${discovery.issuer}", not "${issuer}": use the issuer exactly as the provider writes it`,
     );
   }
   if (!discovery.jwks_uri) throw new Error(`${discoveryUrl} has no jwks_uri`);
-  return asJwks(JSON.stringify(await fetchJson(discovery.jwks_uri)), discovery.jwks_uri);
+  return asJwks(
+    JSON.stringify(await fetchJson(discovery.jwks_uri, "the provider's keys (jwks_uri)")),
+    discovery.jwks_uri,
+  );
 }
 
-/** The JWKS (JSON text) that PostgREST gets as its jwt-secret. */
-export async function providerKeys(options: SsoOptions): Promise<string> {
+/** The JWKS (JSON text) that PostgREST gets as its jwt-secret: public keys only. */
+export async function providerKeys(
+  options: SsoOptions,
+  warn: (line: string) => void = (line) => process.stderr.write(`warning: ${line}\n`),
+): Promise<string> {
   if (options.keysFile) {
-    return JSON.stringify(asJwks(await readFile(options.keysFile, "utf8"), options.keysFile));
+    const jwks = asJwks(await readFile(options.keysFile, "utf8"), options.keysFile);
+    return JSON.stringify(publicKeysOnly(jwks, options.keysFile, warn));
   }
   const keys: Jwks["keys"] = [];
-  for (const issuer of options.issuers) keys.push(...(await discoverKeys(issuer)).keys);
+  for (const issuer of options.issuers) {
+    keys.push(...publicKeysOnly(await discoverKeys(issuer), issuer, warn).keys);
+  }
   return JSON.stringify({ keys });
 }
 

@@ -94,7 +94,9 @@ export function deployLocalCommand(): Command {
           }
         }
         if (issuers.length > 0 && !flags.oidcAudience) {
-          problems.push("--oidc-audience (or OIDC_AUDIENCE) is required with --oidc-issuer");
+          problems.push(
+            "--oidc-audience (or OIDC_AUDIENCE) is required with --oidc-issuer: without it, tokens the provider issued to any other application would log in here",
+          );
         }
         if (issuers.length === 0 && (flags.oidcAudience || flags.oidcKeys)) {
           problems.push("--oidc-audience and --oidc-keys need --oidc-issuer (or OIDC_ISSUER)");

@@ -28,9 +28,12 @@ export async function postgrestConf(sso?: {
   const jwks = await providerKeys(sso);
   // The config file format is a quoted string; JSON needs its quotes escaped.
   const quoted = (value: string) => `"${value.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
+  const origin = sso.keysFile
+    ? `read from ${sso.keysFile}`
+    : "fetched through OpenID Connect discovery";
   return `${template}
-# Single sign-on (POST /rpc/login_with_token): the keys of ${sso.issuers.join(", ")},
-# fetched through OpenID Connect discovery when this file was generated.
+# Single sign-on (POST /rpc/login_with_token): the public keys of
+# ${sso.issuers.join(", ")}, ${origin} when this file was generated.
 # Regenerate it when the provider rotates its keys. Also run:
 #   alter database app set sessions.oidc_issuers = '${sso.issuers.join(",")}';
 jwt-secret = ${quoted(jwks)}
@@ -66,7 +69,9 @@ export function postgrestConfCommand(): Command {
           .filter(Boolean);
         const problems: string[] = [];
         if (issuers.length > 0 && !flags.oidcAudience) {
-          problems.push("--oidc-audience (or OIDC_AUDIENCE) is required with --oidc-issuer");
+          problems.push(
+            "--oidc-audience (or OIDC_AUDIENCE) is required with --oidc-issuer: without it, tokens the provider issued to any other application would log in here",
+          );
         }
         if (issuers.length === 0 && (flags.oidcAudience || flags.oidcKeys)) {
           problems.push("--oidc-audience and --oidc-keys need --oidc-issuer (or OIDC_ISSUER)");
