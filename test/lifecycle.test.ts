@@ -8,7 +8,7 @@ import { dirname, join } from "node:path";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { startCluster } from "../src/cluster.js";
-import { embeddedBinDir } from "../src/pgbin.js";
+import { distributionPgTapDir, embeddedBinDir, pgTapInstallHint } from "../src/pgbin.js";
 import { freePort } from "../src/postgrest.js";
 import { clusterDirOf, spawnCli, waitForReady } from "./support/deploy-local-process.js";
 
@@ -113,6 +113,37 @@ describe("throwaway cluster", () => {
       }
     },
   );
+
+  it("gives the embedded binaries the distribution's pgTAP, and prints what works without psql", async () => {
+    const cluster = await startCluster({ pgBin: embeddedBinDir() as string });
+    try {
+      expect(
+        distributionPgTapDir(),
+        "Debian's pgTAP files are needed here: apt-get install pgtap",
+      ).toBeDefined();
+      const client = new pg.Client(cluster.connectionConfig());
+      client.on("error", () => {});
+      await client.connect();
+      await client.query("create extension pgtap");
+      await client.query("select plan(1)");
+      const { rows } = await client.query<{ ok: string }>("select pass('works') as ok");
+      expect(rows[0]?.ok).toBe("ok 1 - works");
+      await client.end();
+      expect(pgTapInstallHint(cluster.bin)).toMatch(/^apt-get install pgtap /);
+      const path = process.env.PATH;
+      process.env.PATH = "/nonexistent";
+      try {
+        expect(cluster.psqlCommand("app")).toMatch(
+          /^no psql on this machine \(apt-get install postgresql-client, then: psql -h .* app\); any client connects to postgresql:\/\/postgres@\/app\?host=/,
+        );
+      } finally {
+        process.env.PATH = path;
+      }
+      expect(cluster.psqlCommand("app")).toMatch(/^psql -h /);
+    } finally {
+      await cluster.stop();
+    }
+  });
 
   it("restarts on the same data", async () => {
     const cluster = await startCluster();
