@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // postgrest-sessions <command>: one entry point, one small module per command.
 
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { Command } from "commander";
 import { applyExitCodes } from "./commands/common.js";
 import { deployLocalCommand } from "./commands/deploy-local.js";
@@ -9,8 +11,12 @@ import { migrateCommand } from "./commands/migrate.js";
 import { postgrestConfCommand } from "./commands/postgrest-conf.js";
 
 export function buildProgram(): Command {
+  const { version } = JSON.parse(
+    readFileSync(join(import.meta.dirname, "..", "package.json"), "utf8"),
+  ) as { version: string };
   const program = new Command("postgrest-sessions")
     .description("Cookie sessions for PostgREST: compile, run, test and deploy a literate SQL app")
+    .version(version, "-V, --version", "print the version")
     .addCommand(md2sqlCommand())
     .addCommand(deployLocalCommand())
     .addCommand(migrateCommand())

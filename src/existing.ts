@@ -22,6 +22,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { registerCleanup } from "./cleanup.js";
 import type { Cluster } from "./cluster.js";
+import { withConnectionHint } from "./connection-hints.js";
 
 async function query<T extends pg.QueryResultRow>(
   config: pg.ClientConfig,
@@ -30,7 +31,11 @@ async function query<T extends pg.QueryResultRow>(
 ): Promise<pg.QueryResult<T>> {
   const client = new pg.Client(config);
   client.on("error", () => {});
-  await client.connect();
+  await client.connect().catch((error: unknown) => {
+    throw typeof config.connectionString === "string"
+      ? withConnectionHint(error, config.connectionString)
+      : error;
+  });
   try {
     return await client.query<T>(sql, params);
   } finally {

@@ -23,6 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { migrate as runMigrations } from "postgres-migrations";
+import { withConnectionHint } from "./connection-hints.js";
 import {
   locateError,
   type PgErrorFields,
@@ -157,7 +158,9 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
 
   const client = new pg.Client({ connectionString: options.databaseUrl });
   client.on("error", () => {});
-  await client.connect();
+  await client.connect().catch((error: unknown) => {
+    throw withConnectionHint(error, options.databaseUrl);
+  });
   const dir = mkdtempSync(join(tmpdir(), "pgs-migrations-"));
   try {
     const recorded = await appliedHashes(client);

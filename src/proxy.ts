@@ -43,6 +43,12 @@ async function serveDemo(
   demoDir: string,
 ): Promise<boolean> {
   const path = new URL(req.url ?? "/", "http://localhost").pathname;
+  if (path === "/favicon.ico") {
+    // Browsers ask for it on every origin; PostgREST would answer with a
+    // database error about a relation named favicon.ico.
+    res.writeHead(404, { "content-type": "text/plain" }).end("no favicon here");
+    return true;
+  }
   if (path !== "/demo" && !path.startsWith("/demo/")) return false;
   if (req.method !== "GET" && req.method !== "HEAD") {
     res.writeHead(405, { allow: "GET, HEAD" }).end();

@@ -13,9 +13,12 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, expect, it } from "vitest";
+import { afterAll, beforeAll, expect, it } from "vitest";
 
-const project = mkdtempSync(join(tmpdir(), "build-if-stale-"));
+let project: string;
+beforeAll(() => {
+  project = mkdtempSync(join(tmpdir(), "build-if-stale-"));
+});
 afterAll(() => rmSync(project, { recursive: true, force: true }));
 
 it("runs tsc when a source is newer than the last build, and not otherwise", () => {

@@ -200,6 +200,13 @@ describe("deploy-local command", () => {
     expect(pids.filter(processAlive)).toEqual([]);
   });
 
+  it("prints its version", async () => {
+    const run = spawnCli(["--version"]);
+    expect(await run.exited).toBe(0);
+    const { version } = JSON.parse(readFileSync("package.json", "utf8")) as { version: string };
+    expect(run.stdout().trim()).toBe(version);
+  });
+
   it("reports a port in use clearly instead of hanging", async () => {
     const blocker: Server = createServer();
     const port = await new Promise<number>((resolve) =>

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
-import { describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { compileMarkdown, includedCode, Md2SqlError } from "../src/md2sql.js";
 import { spawnCli } from "./support/deploy-local-process.js";
 
@@ -353,9 +353,14 @@ describe("compileMarkdown on generated documents", () => {
 });
 
 describe("the md2sql command", () => {
-  const dir = mkdtempSync(join(tmpdir(), "md2sql-cli-"));
-  const file = join(dir, "doc.sql.md");
-  writeFileSync(file, MIXED);
+  let dir: string;
+  let file: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "md2sql-cli-"));
+    file = join(dir, "doc.sql.md");
+    writeFileSync(file, MIXED);
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it("compiles a file to standard output, and standard input too", async () => {
     const fromFile = spawnCli(["md2sql", file]);
@@ -386,6 +391,5 @@ describe("the md2sql command", () => {
   it("exits 2 on an unknown option", async () => {
     const run = spawnCli(["md2sql", "--no-such-option", file]);
     expect(await run.exited).toBe(2);
-    rmSync(dir, { recursive: true, force: true });
   });
 });

@@ -271,6 +271,20 @@ describe("migrate", () => {
     expect(error).not.toContain("NOTES.md");
   });
 
+  it("says what to do when the database does not exist", async () => {
+    writeFileSync(join(work, "nothing.sql.md"), APP);
+    const run = spawnCli([
+      "migrate",
+      "--database-url",
+      cluster.uri("postgres", "no_such_database"),
+      "--file",
+      join(work, "nothing.sql.md"),
+    ]);
+    expect(await run.exited).toBe(1);
+    expect(run.stderr()).toContain('database "no_such_database" does not exist');
+    expect(run.stderr()).toContain("hint: create it first");
+  });
+
   it("says which option is missing, with exit code 2", async () => {
     const run = spawnCli(["migrate"], { DATABASE_URL: "" });
     expect(await run.exited).toBe(2);

@@ -6,13 +6,16 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exportJWK, generateKeyPair, generateSecret } from "jose";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
 import { freePort } from "../src/postgrest.js";
 import { providerKeys } from "../src/sso.js";
 import { spawnCli } from "./support/deploy-local-process.js";
 
-const dir = mkdtempSync(join(tmpdir(), "postgrest-conf-"));
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "postgrest-conf-"));
+});
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function keyFile(name: string, keys: object[]): Promise<string> {

@@ -95,6 +95,15 @@ describe("the front proxy under load", () => {
   });
 });
 
+describe("what the proxy answers itself", () => {
+  it("answers /favicon.ico with a plain 404, not a database error", async () => {
+    const response = await fetch(`${inject("apiUrl")}/favicon.ico`);
+    expect(response.status).toBe(404);
+    const body = await response.text();
+    expect(body).not.toMatch(/relation|api\.|permission|PGRST/i);
+  });
+});
+
 describe("the front proxy during watch reloads", () => {
   const minimal = readFileSync(join(import.meta.dirname, "fixtures", "minimal.sql.md"), "utf8");
   let dir: string;
