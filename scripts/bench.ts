@@ -211,13 +211,13 @@ async function main(): Promise<void> {
   try {
     const { cluster, database } = deployment;
     // A login role of its own for the JWT variant: only its connections take
-    // the user id from JWT claims (sessions.trust_jwt_user_id).
+    // the user id from JWT claims (auth.settings.jwt_user_id_role).
     await db.query(`do $$ begin
       if not exists (select from pg_roles where rolname = 'bench_jwt_authenticator') then
         create role bench_jwt_authenticator login noinherit;
       end if; end $$`);
     await db.query("grant anonymous, webuser to bench_jwt_authenticator");
-    await db.query("alter role bench_jwt_authenticator set sessions.trust_jwt_user_id = 'on'");
+    await db.query("update auth.settings set jwt_user_id_role = 'bench_jwt_authenticator'");
 
     const sessionUser = await registerBenchUser(
       deployment.postgrest.url,

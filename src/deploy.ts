@@ -10,7 +10,7 @@ import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js"
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
 import { compileProject, DEFAULT_DOCUMENT, projectDocuments } from "./project.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
-import { providerKeys, type SsoOptions, ssoDatabaseSettings, ssoPostgrestEnv } from "./sso.js";
+import { providerKeys, type SsoOptions, ssoPostgrestEnv, ssoSessionSettings } from "./sso.js";
 
 export interface LocalDeploymentOptions {
   /** The literate document (default app.sql.md). */
@@ -67,33 +67,55 @@ export interface LocalDeployment {
 export const DEFAULT_DATABASE = "app";
 
 /**
- * Settings that make the app usable over plain http on localhost. The
- * document's own default is the production one (Secure cookies).
+ * Session settings (columns of auth.settings) that make the app usable over
+ * plain http on localhost. The document's own defaults are the production
+ * ones (Secure cookies).
  */
-export const LOCAL_DATABASE_SETTINGS: Record<string, string> = {
-  "sessions.cookie_secure": "off",
+export const LOCAL_SESSION_SETTINGS: Record<string, string> = {
+  cookie_secure: "false",
 };
 
 function elapsed(since: number): string {
   return `${Math.round(performance.now() - since)} ms`;
 }
 
-export async function createDatabase(
-  cluster: Cluster,
-  database: string,
-  settings: Record<string, string> = LOCAL_DATABASE_SETTINGS,
-): Promise<void> {
+export async function createDatabase(cluster: Cluster, database: string): Promise<void> {
   const admin = new pg.Client(cluster.connectionConfig());
   admin.on("error", () => {}); // errors surface through the query promises
   await admin.connect();
   try {
-    const ident = admin.escapeIdentifier(database);
-    await admin.query(`create database ${ident}`);
-    for (const [name, value] of Object.entries(settings)) {
-      await admin.query(`alter database ${ident} set ${name} = ${admin.escapeLiteral(value)}`);
-    }
+    await admin.query(`create database ${admin.escapeIdentifier(database)}`);
   } finally {
     await admin.end();
+  }
+}
+
+/**
+ * Sets columns of the session module's settings row (auth.settings), when
+ * the documents define it; other documents are left alone.
+ */
+export async function applySessionSettings(
+  cluster: Cluster,
+  database: string,
+  settings: Record<string, string>,
+): Promise<void> {
+  const entries = Object.entries(settings);
+  if (entries.length === 0) return;
+  const client = new pg.Client(cluster.connectionConfig(database));
+  client.on("error", () => {});
+  await client.connect();
+  try {
+    const present = await client.query(
+      "select to_regclass('auth.settings') is not null as present",
+    );
+    if (!present.rows[0]?.present) return;
+    const assignments = entries.map(([name], i) => `${client.escapeIdentifier(name)} = $${i + 1}`);
+    await client.query(
+      `update auth.settings set ${assignments.join(", ")}`,
+      entries.map(([, value]) => value),
+    );
+  } finally {
+    await client.end();
   }
 }
 
@@ -149,9 +171,9 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   const ssoEnv = options.sso
     ? ssoPostgrestEnv(await providerKeys(options.sso), options.sso.audience)
     : {};
-  const databaseSettings = {
-    ...LOCAL_DATABASE_SETTINGS,
-    ...(options.sso ? ssoDatabaseSettings(options.sso) : {}),
+  const sessionSettings = {
+    ...LOCAL_SESSION_SETTINGS,
+    ...(options.sso ? ssoSessionSettings(options.sso) : {}),
   };
   // The front door first: a port in use fails before anything is started.
   const proxy = await startFrontProxy(options.port ?? 3000);
@@ -172,7 +194,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   }
   try {
     cluster.noteDatabase?.(database);
-    await createDatabase(cluster, database, databaseSettings);
+    await createDatabase(cluster, database);
     let docs = withTests;
     let testsSkippedBecause: string | undefined;
     if (wantTests) {
@@ -194,6 +216,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
       !testsSkippedBecause &&
       docs.some((doc) => doc.blocks.some((block) => block.tag === "tests"));
     await loadDocuments(cluster, database, docs);
+    await applySessionSettings(cluster, database, sessionSettings);
     await cluster.prepareAuthenticator?.(database);
     const loaded =
       documents.length === 1 ? file : `${file} and ${documents.length - 1} migration(s)`;

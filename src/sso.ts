@@ -10,8 +10,12 @@
 import { readFile } from "node:fs/promises";
 
 export interface SsoOptions {
-  /** Accepted issuers (the `iss` of their tokens), e.g. https://keycloak.example.com/realms/main. */
-  issuers: string[];
+  /**
+   * The accepted issuer (the `iss` of its tokens), e.g.
+   * https://keycloak.example.com/realms/main. One per deployment: see
+   * app.sql.md, "One issuer per deployment".
+   */
+  issuer: string;
   /** The audience PostgREST requires in the `aud` claim. */
   audience: string;
   /** A JWKS file to use instead of fetching keys through discovery (offline use). */
@@ -142,11 +146,7 @@ export async function providerKeys(
     const jwks = asJwks(await readFile(options.keysFile, "utf8"), options.keysFile);
     return JSON.stringify(publicKeysOnly(jwks, options.keysFile, warn));
   }
-  const keys: Jwks["keys"] = [];
-  for (const issuer of options.issuers) {
-    keys.push(...publicKeysOnly(await discoverKeys(issuer), issuer, warn).keys);
-  }
-  return JSON.stringify({ keys });
+  return JSON.stringify(publicKeysOnly(await discoverKeys(options.issuer), options.issuer, warn));
 }
 
 /** PostgREST settings for accepting the provider's tokens. */
@@ -158,7 +158,12 @@ export function ssoPostgrestEnv(jwks: string, audience: string): Record<string, 
   };
 }
 
-/** Database settings the app reads (see app.sql.md, "Single sign-on"). */
-export function ssoDatabaseSettings(options: SsoOptions): Record<string, string> {
-  return { "sessions.oidc_issuers": options.issuers.join(",") };
+/** The session module's settings for this provider (auth.settings columns). */
+export function ssoSessionSettings(options: SsoOptions): Record<string, string> {
+  return { oidc_issuer: options.issuer, oidc_audience: options.audience };
 }
+
+/** Why a deployment takes one issuer, for the error that refuses a second. */
+export const ONE_ISSUER_REASON =
+  "one issuer per deployment: PostgREST tells the database a token's claims but not which key " +
+  "verified it, so with two providers' keys a token signed by one could claim to come from the other";

@@ -25,7 +25,13 @@ import chokidar from "chokidar";
 import pg from "pg";
 import { type CarryOverSummary, carryOver, describeCarryOver } from "./carry-over.js";
 import { type Cluster, startCluster } from "./cluster.js";
-import { createDatabase, loadDocuments, runDatabaseTests } from "./deploy.js";
+import {
+  applySessionSettings,
+  createDatabase,
+  LOCAL_SESSION_SETTINGS,
+  loadDocuments,
+  runDatabaseTests,
+} from "./deploy.js";
 import { type CompiledDocument, compileMarkdown, includedCode } from "./md2sql.js";
 import { describeFailures, hasPgTap, type PgTapRun } from "./pgtap.js";
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
@@ -286,6 +292,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     let carried: CarryOverSummary | undefined;
     try {
       await loadDocuments(cluster, database, docs);
+      await applySessionSettings(cluster, database, LOCAL_SESSION_SETTINGS);
       if (served) carried = await carryOver(cluster, served.database, database);
     } catch (error) {
       await dropDatabase(cluster, database);

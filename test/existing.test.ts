@@ -8,6 +8,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Cluster, startCluster } from "../src/cluster.js";
 import { deployLocal } from "../src/deploy.js";
+import { describeFailures, type PgTapRun } from "../src/pgtap.js";
 import { freePort } from "../src/postgrest.js";
 
 let server: Cluster;
@@ -83,7 +84,8 @@ describe("deploying onto an existing server", () => {
       port: await freePort(),
     });
     try {
-      expect((await deployment.pgtap)?.ok).toBe(true);
+      const pgtap = await deployment.pgtap;
+      expect(pgtap?.ok, describeFailures(pgtap as PgTapRun).join("\n")).toBe(true);
       const login = await fetch(`${deployment.url}/rpc/login`, {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -112,7 +114,8 @@ describe("deploying onto an existing server", () => {
       port: await freePort(),
     });
     try {
-      expect((await deployment.pgtap)?.ok).toBe(true);
+      const pgtap = await deployment.pgtap;
+      expect(pgtap?.ok, describeFailures(pgtap as PgTapRun).join("\n")).toBe(true);
       const login = await fetch(`${deployment.url}/rpc/login`, {
         method: "POST",
         headers: { "content-type": "application/json" },

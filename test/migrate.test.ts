@@ -388,11 +388,12 @@ describe("migrate with the real application", () => {
       const cookie = registered.headers.get("set-cookie") ?? "";
       // Production defaults: the cookie is Secure.
       expect(cookie).toContain("; Secure");
-      const token = /session_token=([^;]+)/.exec(cookie)?.[1];
+      // Production defaults: Secure, so the name has the __Host- prefix.
+      const token = /^__Host-session_token=([^;]+)/.exec(cookie)?.[1];
       const me = async () =>
         (
           await fetch(`${postgrest.url}/rpc/current_user`, {
-            headers: { cookie: `session_token=${token}` },
+            headers: { cookie: `__Host-session_token=${token}` },
           })
         ).status;
       expect(await me()).toBe(200);

@@ -34,7 +34,7 @@ describe("the provider's keys", () => {
     const file = await keyFile("private.json", [privateRsa, privateEc]);
     const warnings: string[] = [];
     const jwks = JSON.parse(
-      await providerKeys({ issuers: ["https://idp.example"], audience: "a", keysFile: file }, (w) =>
+      await providerKeys({ issuer: "https://idp.example", audience: "a", keysFile: file }, (w) =>
         warnings.push(w),
       ),
     ) as { keys: Array<Record<string, unknown>> };
@@ -45,7 +45,7 @@ describe("the provider's keys", () => {
     expect(warnings.join("\n")).toMatch(/key 1 \(kid r1\): dropped d, p, q, dp, dq, qi/);
 
     const conf = await postgrestConf({
-      issuers: ["https://idp.example"],
+      issuer: "https://idp.example",
       audience: "todo-app",
       keysFile: file,
     });
@@ -60,13 +60,13 @@ describe("the provider's keys", () => {
     const secret = await exportJWK(await generateSecret("HS256", { extractable: true }));
     const file = await keyFile("oct.json", [{ ...secret, kid: "shared" }]);
     await expect(
-      providerKeys({ issuers: ["https://idp.example"], audience: "a", keysFile: file }),
+      providerKeys({ issuer: "https://idp.example", audience: "a", keysFile: file }),
     ).rejects.toThrow(/key 1 \(kid shared\) is a symmetric \(oct\) key/);
   });
 
   it("says which address could not be fetched, and why", async () => {
     const issuer = `http://127.0.0.1:${await freePort()}/realms/main`;
-    await expect(providerKeys({ issuers: [issuer], audience: "a" })).rejects.toThrow(
+    await expect(providerKeys({ issuer, audience: "a" })).rejects.toThrow(
       `cannot fetch the OpenID Connect discovery document from ${issuer}/.well-known/openid-configuration: ECONNREFUSED`,
     );
   });

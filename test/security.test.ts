@@ -340,7 +340,7 @@ function median(values: number[]): number {
 }
 
 describe("login throttling", () => {
-  it("refuses the 6th attempt in the window with 429, even with the right password, and audits them", async () => {
+  it("refuses the 6th attempt in the window with 429, even with the right password, and audits it once", async () => {
     const user = await newUser(api, "throttle");
     for (let attempt = 1; attempt <= 5; attempt++) {
       expectStatus(await browser().login(user.email, `guess ${attempt}`), 401);
@@ -358,7 +358,8 @@ describe("login throttling", () => {
       );
       return Object.fromEntries(rows.map((r) => [r.event, r.n]));
     });
-    expect(events).toMatchObject({ login_failed: 5, login_throttled: 2 });
+    // Throttled attempts cost nothing, so they write one row per window, not one each.
+    expect(events).toMatchObject({ login_failed: 5, login_throttled: 1 });
   });
 
   it("throttles per email: other users can still log in", async () => {

@@ -33,7 +33,7 @@ beforeAll(async () => {
   deployment = await deployLocal({
     port: await freePort(),
     tests: false,
-    sso: { issuers: [idp.issuer], audience: idp.audience },
+    sso: { issuer: idp.issuer, audience: idp.audience },
   });
   api = deployment.url;
 });
@@ -94,20 +94,64 @@ describe("login with an identity provider's token", () => {
     expect(response.sessionCookie).toBeUndefined();
   });
 
-  it("does not link a provider identity to an existing password account by default", async () => {
-    const email = uniqueEmail("owner");
-    const owner = new TestClient(api);
+  // A stranger registers someone else's address with a password before its
+  // owner first signs in through the provider (pre-registration).
+  it.each([
+    ["by default", false],
+    ["with linking by email on", true],
+  ])(
+    "gives the provider-verified owner of a pre-registered address an account of their own (%s)",
+    async (_name, linkByEmail) => {
+      const db = await deployment.connect();
+      await db.query("update auth.settings set oidc_link_by_email = $1", [linkByEmail]);
+      try {
+        const email = uniqueEmail("pre-registered");
+        const squatter = new TestClient(api);
+        expect(
+          (await squatter.post("/rpc/register", { email, name: "Squatter", password: PASSWORD }))
+            .status,
+        ).toBe(200);
+        const squatterId = ((await squatter.get("/rpc/current_user")).body as { user_id: number })
+          .user_id;
+
+        const owner = new TestClient(api);
+        const response = await loginWithToken(
+          owner,
+          await idp.sign(subject(), { claims: { email } }),
+        );
+        expect(response.status, response.text).toBe(200);
+        const me = (await owner.get("/rpc/current_user")).body as { user_id: number };
+        expect(me.user_id).not.toBe(squatterId);
+        expect((await owner.post("/todos", { description: "the owner's secret" })).status).toBe(
+          201,
+        );
+
+        // The squatter's password opens only the squatter's own, empty account.
+        const again = new TestClient(api);
+        expect((await again.login(email, PASSWORD)).status).toBe(200);
+        expect(((await again.get("/rpc/current_user")).body as { user_id: number }).user_id).toBe(
+          squatterId,
+        );
+        const seen = (await again.get("/todos")).body as Array<{ description: string }>;
+        expect(seen.map((t) => t.description)).not.toContain("the owner's secret");
+      } finally {
+        await db.query("update auth.settings set oidc_link_by_email = false");
+        await db.end();
+      }
+    },
+  );
+
+  it("does not link a second identity to a provider-verified account by default", async () => {
+    const email = uniqueEmail("verified-owner");
+    const first = new TestClient(api);
     expect(
-      (await owner.post("/rpc/register", { email, name: "Owner", password: PASSWORD })).status,
+      (await loginWithToken(first, await idp.sign(subject(), { claims: { email } }))).status,
     ).toBe(200);
-    const attacker = new TestClient(api);
-    const response = await loginWithToken(
-      attacker,
-      await idp.sign(subject(), { claims: { email } }),
-    );
+    const other = new TestClient(api);
+    const response = await loginWithToken(other, await idp.sign(subject(), { claims: { email } }));
     expect(response.status).toBe(403);
     expect(response.sessionCookie).toBeUndefined();
-    expect((await attacker.get("/rpc/current_user")).status).toBe(401);
+    expect((await other.get("/rpc/current_user")).status).toBe(401);
   });
 
   it("ignores a token sent in a cookie or the query string", async () => {
@@ -153,7 +197,7 @@ describe("login with an identity provider's token", () => {
   it("generates a PostgREST configuration (deploy/postgrest.conf plus the provider's keys) that works", async () => {
     const dir = mkdtempSync(join(tmpdir(), "sso-conf-"));
     const file = join(dir, "postgrest.conf");
-    writeFileSync(file, await postgrestConf({ issuers: [idp.issuer], audience: idp.audience }));
+    writeFileSync(file, await postgrestConf({ issuer: idp.issuer, audience: idp.audience }));
     const [port, adminPort] = [await freePort(), await freePort()];
     const postgrest = spawn(findPostgrestBinary(), [file], {
       env: {

@@ -8,12 +8,22 @@ const $ = (selector) => document.querySelector(selector);
 async function api(method, path, body, extraHeaders = {}) {
   const headers = { Accept: "application/json", ...extraHeaders };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const response = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    credentials: "same-origin",
-  });
+  const send = () =>
+    fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "same-origin",
+    });
+  let response = await send();
+  // 503 with Retry-After: the server is busy checking other passwords; it
+  // says when to come back, and we do, a few times.
+  for (let attempt = 1; attempt <= 5 && response.status === 503; attempt++) {
+    const wait = Number(response.headers.get("Retry-After"));
+    if (!Number.isFinite(wait)) break;
+    await new Promise((r) => setTimeout(r, wait * 1000));
+    response = await send();
+  }
   const text = await response.text();
   let parsed = null;
   try {
@@ -31,6 +41,7 @@ function explain(action, { status, body }) {
   if (action === "login" && status === 429) {
     return "Too many failed attempts for this email. Wait 15 minutes and try again.";
   }
+  if (status === 503) return "The server is busy. Try again in a moment.";
   if (action === "register" && status === 409) return "An account with this email already exists.";
   if (status === 400) return detail || "The server did not accept that input.";
   if (status === 401 || status === 403) return "Your session has ended. Please log in again.";

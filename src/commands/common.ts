@@ -3,6 +3,7 @@
 
 import type { Command, CommanderError } from "commander";
 import { cleanupAll } from "../cleanup.js";
+import { ONE_ISSUER_REASON, type SsoOptions } from "../sso.js";
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
@@ -61,4 +62,42 @@ export function applyExitCodes(command: Command): void {
     process.exit(error.exitCode === 0 ? EXIT_OK : EXIT_USAGE);
   });
   for (const sub of command.commands) applyExitCodes(sub);
+}
+
+export interface SsoFlags {
+  oidcIssuer?: string;
+  oidcAudience?: string;
+  oidcKeys?: string;
+}
+
+/** The identity-provider options of deploy-local and postgrest-conf, checked. */
+export function ssoOptions(flags: SsoFlags, problems: string[]): SsoOptions | undefined {
+  const issuers = (flags.oidcIssuer ?? "")
+    .split(",")
+    .map((issuer) => issuer.trim())
+    .filter(Boolean);
+  if (issuers.length === 0) {
+    if (flags.oidcAudience || flags.oidcKeys) {
+      problems.push("--oidc-audience and --oidc-keys need --oidc-issuer (or OIDC_ISSUER)");
+    }
+    return undefined;
+  }
+  if (issuers.length > 1)
+    problems.push(
+      `--oidc-issuer (or OIDC_ISSUER) names ${issuers.length} issuers: ${ONE_ISSUER_REASON}`,
+    );
+  const issuer = issuers[0] as string;
+  if (!/^https?:\/\//.test(issuer)) {
+    problems.push(`--oidc-issuer (or OIDC_ISSUER): "${issuer}" is not an http(s) URL`);
+  }
+  if (!flags.oidcAudience) {
+    problems.push(
+      "--oidc-audience (or OIDC_AUDIENCE) is required with --oidc-issuer: without it, tokens the provider issued to any other application would log in here",
+    );
+  }
+  return {
+    issuer,
+    audience: flags.oidcAudience ?? "",
+    ...(flags.oidcKeys ? { keysFile: flags.oidcKeys } : {}),
+  };
 }

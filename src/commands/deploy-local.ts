@@ -5,7 +5,7 @@ import { Command, Option } from "commander";
 import { setSignalExitCode } from "../cleanup.js";
 import { deployLocal, type LocalDeploymentOptions } from "../deploy.js";
 import { watchDocument } from "../watch.js";
-import { assertNoProblems, parsePort, runAction, UsageError } from "./common.js";
+import { assertNoProblems, parsePort, runAction, ssoOptions, UsageError } from "./common.js";
 
 interface DeployLocalFlags {
   port?: string;
@@ -52,8 +52,8 @@ export function deployLocalCommand(): Command {
     )
     .addOption(
       new Option(
-        "--oidc-issuer <urls>",
-        "accept access tokens from these identity providers (comma-separated issuer URLs) at /rpc/login_with_token",
+        "--oidc-issuer <url>",
+        "accept access tokens from this identity provider (its issuer URL; one per deployment) at /rpc/login_with_token",
       ).env("OIDC_ISSUER"),
     )
     .addOption(
@@ -84,23 +84,7 @@ export function deployLocalCommand(): Command {
         const problems: string[] = [];
         const port = parsePort(flags.port, "--port (or PORT)", problems);
         const pgPort = parsePort(flags.pgPort, "--pg-port", problems);
-        const issuers = (flags.oidcIssuer ?? "")
-          .split(",")
-          .map((issuer) => issuer.trim())
-          .filter(Boolean);
-        for (const issuer of issuers) {
-          if (!/^https?:\/\//.test(issuer)) {
-            problems.push(`--oidc-issuer (or OIDC_ISSUER): "${issuer}" is not an http(s) URL`);
-          }
-        }
-        if (issuers.length > 0 && !flags.oidcAudience) {
-          problems.push(
-            "--oidc-audience (or OIDC_AUDIENCE) is required with --oidc-issuer: without it, tokens the provider issued to any other application would log in here",
-          );
-        }
-        if (issuers.length === 0 && (flags.oidcAudience || flags.oidcKeys)) {
-          problems.push("--oidc-audience and --oidc-keys need --oidc-issuer (or OIDC_ISSUER)");
-        }
+        const sso = ssoOptions(flags, problems);
         if (flags.runTests !== undefined && !flags.watch) {
           problems.push("--run-tests needs --watch");
         }
@@ -115,15 +99,7 @@ export function deployLocalCommand(): Command {
           ...(pgPort ? { pgPort } : {}),
           ...(flags.pgBin ? { pgBin: flags.pgBin } : {}),
           postgres: flags.postgres,
-          ...(issuers.length > 0
-            ? {
-                sso: {
-                  issuers,
-                  audience: flags.oidcAudience as string,
-                  ...(flags.oidcKeys ? { keysFile: flags.oidcKeys } : {}),
-                },
-              }
-            : {}),
+          ...(sso ? { sso } : {}),
         };
         // Ctrl-C is how this command is meant to end: a clean stop is a success.
         setSignalExitCode(() => 0);

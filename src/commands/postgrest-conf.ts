@@ -5,7 +5,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Command, Option } from "commander";
 import { NO_ROLE_CLAIM, providerKeys } from "../sso.js";
-import { assertNoProblems, runAction } from "./common.js";
+import { assertNoProblems, runAction, ssoOptions } from "./common.js";
 
 interface ConfFlags {
   oidcIssuer?: string;
@@ -16,7 +16,7 @@ interface ConfFlags {
 
 /** The template in deploy/, plus the JWT settings single sign-on needs. */
 export async function postgrestConf(sso?: {
-  issuers: string[];
+  issuer: string;
   audience: string;
   keysFile?: string;
 }): Promise<string> {
@@ -33,9 +33,9 @@ export async function postgrestConf(sso?: {
     : "fetched through OpenID Connect discovery";
   return `${template}
 # Single sign-on (POST /rpc/login_with_token): the public keys of
-# ${sso.issuers.join(", ")}, ${origin} when this file was generated.
+# ${sso.issuer}, ${origin} when this file was generated.
 # Regenerate it when the provider rotates its keys. Also run:
-#   alter database app set sessions.oidc_issuers = '${sso.issuers.join(",")}';
+#   update auth.settings set oidc_issuer = '${sso.issuer}', oidc_audience = '${sso.audience}';
 jwt-secret = ${quoted(jwks)}
 jwt-aud = ${quoted(sso.audience)}
 # A claim no provider issues: a provider's token never chooses a database role.
@@ -52,7 +52,9 @@ export function postgrestConfCommand(): Command {
         "settings that /rpc/login_with_token needs.",
     )
     .addOption(
-      new Option("--oidc-issuer <urls>", "accepted issuers, comma-separated").env("OIDC_ISSUER"),
+      new Option("--oidc-issuer <url>", "the accepted issuer (one per deployment)").env(
+        "OIDC_ISSUER",
+      ),
     )
     .addOption(
       new Option("--oidc-audience <aud>", "the audience tokens must carry").env("OIDC_AUDIENCE"),
@@ -63,29 +65,10 @@ export function postgrestConfCommand(): Command {
     .option("-o, --output <file>", "write to this file instead of standard output")
     .action((flags: ConfFlags) =>
       runAction(async () => {
-        const issuers = (flags.oidcIssuer ?? "")
-          .split(",")
-          .map((issuer) => issuer.trim())
-          .filter(Boolean);
         const problems: string[] = [];
-        if (issuers.length > 0 && !flags.oidcAudience) {
-          problems.push(
-            "--oidc-audience (or OIDC_AUDIENCE) is required with --oidc-issuer: without it, tokens the provider issued to any other application would log in here",
-          );
-        }
-        if (issuers.length === 0 && (flags.oidcAudience || flags.oidcKeys)) {
-          problems.push("--oidc-audience and --oidc-keys need --oidc-issuer (or OIDC_ISSUER)");
-        }
+        const sso = ssoOptions(flags, problems);
         assertNoProblems(problems);
-        const text = await postgrestConf(
-          issuers.length > 0
-            ? {
-                issuers,
-                audience: flags.oidcAudience as string,
-                ...(flags.oidcKeys ? { keysFile: flags.oidcKeys } : {}),
-              }
-            : undefined,
-        );
+        const text = await postgrestConf(sso);
         if (flags.output) await writeFile(flags.output, text);
         else process.stdout.write(text);
       }),

@@ -10,7 +10,7 @@
 
 import type pg from "pg";
 import { expect } from "vitest";
-import type { TestClient, TestResponse } from "./client.js";
+import { SESSION_COOKIE, type TestClient, type TestResponse } from "./client.js";
 
 /** CONTRACT.md: "2xx" means 200 or 204, whichever PostgREST gives. */
 export function expect2xx(response: TestResponse): void {
@@ -60,7 +60,7 @@ export function expectSessionCookieCleared(response: TestResponse): void {
 
 /** No response may set a session where the contract says "no cookie". */
 export function expectNoSessionSet(response: TestResponse): void {
-  const setting = response.setCookies.filter((c) => c.name === "session_token" && c.value !== "");
+  const setting = response.setCookies.filter((c) => c.name === SESSION_COOKIE && c.value !== "");
   expect(setting, shown(response)).toEqual([]);
 }
 

@@ -158,7 +158,14 @@ export class CookieJar {
   }
 }
 
-export const SESSION_COOKIE = "session_token";
+/**
+ * The session cookie's name: `session_token` over plain http (deploy-local),
+ * `__Host-session_token` where cookies are Secure (a deployment on https,
+ * reached with TEST_API_URL=https://...).
+ */
+export const SESSION_COOKIE = process.env.TEST_API_URL?.startsWith("https:")
+  ? "__Host-session_token"
+  : "session_token";
 
 export interface TestResponse {
   status: number;
@@ -168,7 +175,7 @@ export interface TestResponse {
   body: any;
   text: string;
   setCookies: SetCookie[];
-  /** The Set-Cookie for `session_token`, if this response sent one. */
+  /** The Set-Cookie for the session cookie (SESSION_COOKIE), if this response sent one. */
   sessionCookie: SetCookie | undefined;
 }
 
@@ -202,11 +209,15 @@ export class TestClient {
 
   constructor(
     readonly baseUrl: string,
-    options: { jar?: CookieJar; headers?: Record<string, string> } = {},
+    options: { jar?: CookieJar; headers?: Record<string, string>; retryBusy?: boolean } = {},
   ) {
     this.jar = options.jar ?? new CookieJar();
     this.defaultHeaders = options.headers ?? {};
+    this.retryBusy = options.retryBusy ?? true;
   }
+
+  /** Whether 503 answers with Retry-After are retried (see request). */
+  readonly retryBusy: boolean;
 
   /** The session token the next request to `/` would send. */
   get sessionToken(): string | undefined {
@@ -236,11 +247,25 @@ export class TestClient {
       const cookie = this.jar.header(path);
       if (cookie !== undefined) headers.cookie = cookie;
     }
-    const response = await request(new URL(path, this.baseUrl), {
+    let response = await request(new URL(path, this.baseUrl), {
       method,
       headers,
       ...(body === undefined ? {} : { body }),
     });
+    // "Too many password checks at once" (503 with Retry-After) is an answer
+    // to come back later, and a well-behaved client does: parallel test files
+    // share the deployment's few password slots. Tests of the refusal itself
+    // turn this off.
+    for (let attempt = 1; this.retryBusy && attempt <= 100; attempt++) {
+      if (response.statusCode !== 503 || response.headers["retry-after"] === undefined) break;
+      await response.body.dump();
+      await new Promise((r) => setTimeout(r, 10 + Math.random() * 40));
+      response = await request(new URL(path, this.baseUrl), {
+        method,
+        headers,
+        ...(body === undefined ? {} : { body }),
+      });
+    }
     const text = await response.body.text();
     const raw = response.headers["set-cookie"];
     const setCookies = (raw === undefined ? [] : Array.isArray(raw) ? raw : [raw]).map(

@@ -99,9 +99,7 @@ export async function rowCounts(db: pg.Client): Promise<Record<string, number>> 
 /** The idle timeout the deployment runs with, in seconds (the cookie's Max-Age). */
 export async function idleTimeoutSeconds(db: pg.Client): Promise<number> {
   const { rows } = await db.query<{ seconds: string }>(
-    `select extract(epoch from coalesce(
-       nullif(current_setting('sessions.idle_timeout', true), ''), '30 minutes')::interval
-     ) as seconds`,
+    "select extract(epoch from idle_timeout) as seconds from auth.settings",
   );
   return Number(rows[0]?.seconds);
 }
@@ -109,7 +107,7 @@ export async function idleTimeoutSeconds(db: pg.Client): Promise<number> {
 /** Whether the deployment sends `Secure` cookies (deploy-local turns it off for plain http). */
 export async function cookieSecure(db: pg.Client): Promise<boolean> {
   const { rows } = await db.query<{ secure: boolean }>(
-    `select coalesce(nullif(current_setting('sessions.cookie_secure', true), ''), 'on')::boolean as secure`,
+    "select cookie_secure as secure from auth.settings",
   );
   return rows[0]?.secure ?? true;
 }
