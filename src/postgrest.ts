@@ -8,6 +8,7 @@ import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { dirname, join } from "node:path";
 import { registerCleanup } from "./cleanup.js";
+import { NO_ROLE_CLAIM, NOBODY_CAN_SIGN } from "./sso.js";
 
 export interface PostgrestConfig {
   /** libpq URI PostgREST connects with (the authenticator role). */
@@ -22,6 +23,8 @@ export interface PostgrestConfig {
   adminPort?: number;
   /** PostgREST's own log. */
   logFile: string;
+  /** The address clients use (a proxy in front), for the OpenAPI description. */
+  publicUrl?: string;
   /** Further PGRST_* settings (e.g. PGRST_JWT_SECRET). */
   extraEnv?: Record<string, string>;
   binary?: string;
@@ -135,6 +138,14 @@ export async function startPostgrest(config: PostgrestConfig): Promise<Postgrest
     PGRST_ADMIN_SERVER_PORT: String(adminPort),
     PGRST_DB_CHANNEL_ENABLED: "true",
     PGRST_LOG_LEVEL: "info",
+    // Bearer tokens get 401, never 500, where no provider is configured
+    // (see NOBODY_CAN_SIGN); a token never picks a role.
+    PGRST_JWT_SECRET: NOBODY_CAN_SIGN,
+    PGRST_JWT_ROLE_CLAIM_KEY: NO_ROLE_CLAIM,
+    // One response cannot grow without bound (embedded rows add to it; the
+    // statement timeout bounds those).
+    PGRST_DB_MAX_ROWS: "1000",
+    ...(config.publicUrl ? { PGRST_OPENAPI_SERVER_PROXY_URI: config.publicUrl } : {}),
     ...config.extraEnv,
   });
 

@@ -117,6 +117,27 @@ function endToEndRawHeaders(raw: string[]): string[] {
   return kept;
 }
 
+const SESSION_COOKIES = ["session_token", "__Host-session_token"];
+
+/**
+ * A Cookie header without the session cookie when it comes more than once.
+ * A sibling subdomain can plant a second `session_token` (cookie tossing);
+ * PostgREST would keep whichever came last, so the request would run in the
+ * attacker's session. None of them is trusted then: the request is anonymous.
+ */
+export function withoutAmbiguousSessionCookies(header: string): string {
+  const pairs = header
+    .split(";")
+    .map((pair) => pair.trim())
+    .filter(Boolean);
+  const nameOf = (pair: string) => pair.slice(0, Math.max(pair.indexOf("="), 0)).trim();
+  const ambiguous = SESSION_COOKIES.filter(
+    (name) => pairs.filter((pair) => nameOf(pair) === name).length > 1,
+  );
+  if (ambiguous.length === 0) return header;
+  return pairs.filter((pair) => !ambiguous.includes(nameOf(pair))).join("; ");
+}
+
 function readBody(req: http.IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -172,6 +193,9 @@ export async function startFrontProxy(
       }
     };
     const headers = endToEndHeaders(req.headers);
+    if (typeof headers.cookie === "string") {
+      headers.cookie = withoutAmbiguousSessionCookies(headers.cookie);
+    }
     if (body.length > 0 || req.headers["content-length"] !== undefined) {
       headers["content-length"] = body.length;
     }

@@ -22,6 +22,16 @@ export interface SsoOptions {
   keysFile?: string;
 }
 
+/**
+ * The JWT key set of a deployment without single sign-on: one P-256 public
+ * key whose private half was thrown away when it was made, so no token can
+ * ever verify. Without any key PostgREST answers a request that carries
+ * `Authorization: Bearer ...` with 500 ("server lacks JWT secret"); with this
+ * one, with 401. Public, so it is no secret and can be committed.
+ */
+export const NOBODY_CAN_SIGN =
+  '{"keys":[{"kty":"EC","crv":"P-256","x":"qvBabbKyjmpfNETmgj4n589vd_od4N8FtY9VVmfvcS8","y":"iR9mbcfebti5vHJ6YQxvcUsj7xR3iqKX6IQfNbsFXEw","kid":"nobody","alg":"ES256","use":"sig"}]}';
+
 /** A JSPath to a claim that no identity provider issues. */
 export const NO_ROLE_CLAIM = '."https://postgrest-sessions.invalid/role"';
 

@@ -302,6 +302,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     const postgrest = await startPostgrest({
       dbUri: cluster.uri("authenticator", database),
       port: await freePort(),
+      publicUrl: proxy.url,
       logFile: `${cluster.dir}/postgrest-${version}.log`,
     });
     const previous = served;

@@ -2,8 +2,6 @@
 // the app runs in a database of its own, and stopping removes that database
 // and the roles the document created.
 
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Cluster, startCluster } from "../src/cluster.js";
@@ -16,16 +14,9 @@ let url: string;
 
 beforeAll(async () => {
   // Stands in for "a PostgreSQL server somewhere": reached over TCP only, and
-  // checking passwords for every role but the administrator.
+  // checking passwords (a throwaway cluster with a TCP port always does).
   server = await startCluster({ tcpPort: await freePort() });
-  // pg_hba.conf is read top down: these lines win over initdb's trust lines.
-  const hba = join(server.dir, "data", "pg_hba.conf");
-  writeFileSync(
-    hba,
-    `host all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n${readFileSync(hba, "utf8")}`,
-  );
-  url = `postgres://postgres@127.0.0.1:${server.port}/postgres`;
-  await serverQuery("select pg_reload_conf()");
+  url = `postgres://postgres:${server.tcpPassword}@127.0.0.1:${server.port}/postgres`;
 });
 
 afterAll(async () => {

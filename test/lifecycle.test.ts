@@ -200,6 +200,50 @@ describe("deploy-local command", () => {
     expect(pids.filter(processAlive)).toEqual([]);
   });
 
+  it("--pg-port needs the generated password, which the psql line prints", async () => {
+    const pgPort = await freePort();
+    const run = spawnCli([
+      "deploy-local",
+      "--port",
+      String(await freePort()),
+      "--pg-port",
+      String(pgPort),
+      "--file",
+      MINIMAL,
+      "--no-tests",
+    ]);
+    try {
+      await waitForReady(run);
+      const password = /psql: +PGPASSWORD=(\S+) psql -h 127\.0\.0\.1 -p (\d+) -U postgres app/.exec(
+        run.stdout(),
+      );
+      expect(password?.[2]).toBe(String(pgPort));
+      const connect = async (secret: string | undefined) => {
+        const client = new pg.Client({
+          host: "127.0.0.1",
+          port: pgPort,
+          user: "postgres",
+          database: "app",
+          ...(secret === undefined ? {} : { password: secret }),
+        });
+        client.on("error", () => {});
+        try {
+          await client.connect();
+          await client.end();
+          return "connected";
+        } catch (error) {
+          return (error as { code?: string }).code ?? (error as Error).message;
+        }
+      };
+      expect(await connect(undefined)).not.toBe("connected");
+      expect(await connect("wrong")).toBe("28P01");
+      expect(await connect(password?.[1])).toBe("connected");
+    } finally {
+      run.child.kill("SIGINT");
+      await run.exited;
+    }
+  });
+
   it("prints its version", async () => {
     const run = spawnCli(["--version"]);
     expect(await run.exited).toBe(0);

@@ -16,11 +16,12 @@ async function api(method, path, body, extraHeaders = {}) {
       credentials: "same-origin",
     });
   let response = await send();
-  // 503 with Retry-After: the server is busy checking other passwords; it
-  // says when to come back, and we do, a few times.
-  for (let attempt = 1; attempt <= 5 && response.status === 503; attempt++) {
+  // 429 with Retry-After: 1: the server is busy checking other passwords
+  // and says to come back in a second; we do, a few times. (A throttled
+  // login also answers 429, with a wait of 15 minutes: that one is shown.)
+  for (let attempt = 1; attempt <= 5 && response.status === 429; attempt++) {
     const wait = Number(response.headers.get("Retry-After"));
-    if (!Number.isFinite(wait)) break;
+    if (!(wait <= 1)) break;
     await new Promise((r) => setTimeout(r, wait * 1000));
     response = await send();
   }
@@ -37,11 +38,14 @@ async function api(method, path, body, extraHeaders = {}) {
 /** Words for the user, from a failed API answer. */
 function explain(action, { status, body }) {
   const detail = body && typeof body === "object" && body.message ? body.message : "";
+  if (status === 429 && /at once|in progress/.test(detail)) {
+    return "The server is busy. Try again in a moment.";
+  }
   if (action === "login" && status === 401) return "Wrong email or password.";
   if (action === "login" && status === 429) {
     return "Too many failed attempts for this email. Wait 15 minutes and try again.";
   }
-  if (status === 503) return "The server is busy. Try again in a moment.";
+
   if (action === "register" && status === 409) return "An account with this email already exists.";
   if (status === 400) return detail || "The server did not accept that input.";
   if (status === 401 || status === 403) return "Your session has ended. Please log in again.";

@@ -31,7 +31,12 @@ export async function postgrestConf(sso?: {
   const origin = sso.keysFile
     ? `read from ${sso.keysFile}`
     : "fetched through OpenID Connect discovery";
-  return `${template}
+  const block = /# BEGIN JWT\n[\s\S]*?# END JWT\n/;
+  if (!block.test(template))
+    throw new Error("deploy/postgrest.conf has no BEGIN JWT ... END JWT block");
+  return template.replace(
+    block,
+    `# BEGIN JWT
 # Single sign-on (POST /rpc/login_with_token): the public keys of
 # ${sso.issuer}, ${origin} when this file was generated.
 # Regenerate it when the provider rotates its keys. Also run:
@@ -40,7 +45,9 @@ jwt-secret = ${quoted(jwks)}
 jwt-aud = ${quoted(sso.audience)}
 # A claim no provider issues: a provider's token never chooses a database role.
 jwt-role-claim-key = ${quoted(NO_ROLE_CLAIM)}
-`;
+# END JWT
+`,
+  );
 }
 
 export function postgrestConfCommand(): Command {

@@ -216,7 +216,7 @@ export class TestClient {
     this.retryBusy = options.retryBusy ?? true;
   }
 
-  /** Whether 503 answers with Retry-After are retried (see request). */
+  /** Whether "come back in a second" answers are retried (see request). */
   readonly retryBusy: boolean;
 
   /** The session token the next request to `/` would send. */
@@ -252,12 +252,14 @@ export class TestClient {
       headers,
       ...(body === undefined ? {} : { body }),
     });
-    // "Too many password checks at once" (503 with Retry-After) is an answer
-    // to come back later, and a well-behaved client does: parallel test files
-    // share the deployment's few password slots. Tests of the refusal itself
-    // turn this off.
+    // "Too many password checks at once" (429 with Retry-After: 1) is an
+    // answer to come back in a second, and a well-behaved client does:
+    // parallel test files share the deployment's few password slots. A
+    // throttle's 429 says 15 minutes and is not retried. Tests of the refusal
+    // itself turn this off.
     for (let attempt = 1; this.retryBusy && attempt <= 100; attempt++) {
-      if (response.statusCode !== 503 || response.headers["retry-after"] === undefined) break;
+      const wait = Number(response.headers["retry-after"]);
+      if (![429, 503].includes(response.statusCode) || !(wait <= 1)) break;
       await response.body.dump();
       await new Promise((r) => setTimeout(r, 10 + Math.random() * 40));
       response = await request(new URL(path, this.baseUrl), {
