@@ -28,8 +28,14 @@ async function screenshot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
 }
 
-async function register(page: Page, email: string, name: string, password = "correct horse 1") {
-  await page.goto(demoUrl);
+async function register(
+  page: Page,
+  email: string,
+  name: string,
+  password = "correct horse 1",
+  at = demoUrl,
+) {
+  await page.goto(at);
   const form = page.locator("#register-form");
   await form.locator('input[name="email"]').fill(email);
   await form.locator('input[name="name"]').fill(name);
@@ -92,6 +98,8 @@ beforeAll(async () => {
       "--disable-component-update",
       "--disable-sync",
       "--no-first-run",
+      // Sibling subdomains for the cookie-tossing and same-site tests.
+      "--host-resolver-rules=MAP *.pgs.test 127.0.0.1",
     ],
   });
 });
@@ -306,6 +314,129 @@ describe("a page on another site", () => {
     // The victim is still logged in: the cross-site logout did nothing.
     await page.reload();
     await expectScreen(page, "signed-in");
+    await context.close();
+  });
+});
+
+// A sibling subdomain (evil.pgs.test next to app.pgs.test) is the same *site*
+// to the browser: SameSite=Lax cookies go along, and it may set cookies for
+// the whole domain. Both are attacks of their own.
+describe("a page on a sibling subdomain", () => {
+  let evil: http.Server;
+  let evilOrigin: string;
+  const appOrigin = apiUrl.replace("127.0.0.1", "app.pgs.test");
+  let plantedToken = "";
+
+  beforeAll(async () => {
+    const port = await freePort();
+    evil = http.createServer((req, res) => {
+      res.writeHead(200, { "content-type": "text/html" });
+      if (req.url === "/toss") {
+        // Cookie tossing: a cookie for the whole domain, carrying the
+        // attacker's own session.
+        res.end(`<!doctype html><script>
+          document.cookie = "session_token=${plantedToken}; Domain=pgs.test; Path=/; Max-Age=3600";
+          document.title = "tossed";
+        </script>`);
+        return;
+      }
+      res.end(`<!doctype html>
+<form id="attack" method="post" action="${appOrigin}/todos">
+  <input name="description" value="planted from a sibling subdomain">
+</form>`);
+    });
+    await new Promise<void>((r) => evil.listen(port, "127.0.0.1", () => r()));
+    evilOrigin = `http://evil.pgs.test:${port}`;
+  });
+
+  afterAll(() => {
+    evil?.close();
+  });
+
+  async function countPlanted(description: string, userId?: number): Promise<number> {
+    const database = new pg.Client(inject("database"));
+    await database.connect();
+    try {
+      const { rows } = await database.query<{ n: number }>(
+        "select count(*)::int as n from app.todos where description = $1 and ($2::bigint is null or user_id = $2)",
+        [description, userId ?? null],
+      );
+      return rows[0]?.n ?? 0;
+    } finally {
+      await database.end();
+    }
+  }
+
+  it("cannot write with the victim's cookie through a form (Sec-Fetch-Site: same-site is refused)", async () => {
+    const context = await newContext();
+    const page = await context.newPage();
+    await page.goto(`${appOrigin}/demo/`);
+    await register(
+      page,
+      uniqueEmail("sibling-victim"),
+      "Victim",
+      "correct horse 1",
+      `${appOrigin}/demo/`,
+    );
+    const statuses: number[] = [];
+    page.on("response", (response) => {
+      if (response.url().startsWith(appOrigin)) statuses.push(response.status());
+    });
+    await page.goto(evilOrigin);
+    await Promise.all([
+      page.waitForNavigation(),
+      page.locator("#attack").evaluate((form) => (form as unknown as { submit(): void }).submit()),
+    ]);
+    expect(statuses).toContain(403);
+    expect(await countPlanted("planted from a sibling subdomain")).toBe(0);
+    await context.close();
+  });
+
+  it("cannot make the victim work inside the attacker's account by tossing a cookie", async () => {
+    // The attacker's own account and session.
+    const registered = await fetch(`${apiUrl}/rpc/register`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        email: uniqueEmail("tosser"),
+        name: "Tosser",
+        password: "correct horse 1",
+      }),
+    });
+    const attacker = (await registered.json()) as { user_id: number };
+    plantedToken =
+      /session_token=([^;]+)/.exec(registered.headers.get("set-cookie") ?? "")?.[1] ?? "";
+    expect(plantedToken).not.toBe("");
+
+    const context = await newContext();
+    const page = await context.newPage();
+    await register(
+      page,
+      uniqueEmail("toss-victim"),
+      "Victim",
+      "correct horse 1",
+      `${appOrigin}/demo/`,
+    );
+    await page.goto(`${evilOrigin}/toss`);
+    await page.waitForFunction("document.title === 'tossed'");
+    const cookies = await context.cookies(appOrigin);
+    expect(cookies.filter((c) => c.name === "session_token")).toHaveLength(2);
+
+    // Back on the app, the victim's requests carry both cookies. Neither is
+    // trusted: the victim is logged out, never logged in as the attacker.
+    await page.goto(`${appOrigin}/demo/`);
+    await expectScreen(page, "signed-out");
+    await expect(page.getByText("Tosser").isVisible()).resolves.toBe(false);
+    const status = await page.evaluate(async () => {
+      const response = await fetch("/todos", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ description: "victim's secret" }),
+      });
+      return response.status;
+    });
+    expect(status).toBe(401);
+    expect(await countPlanted("victim's secret", attacker.user_id)).toBe(0);
     await context.close();
   });
 });
