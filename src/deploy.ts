@@ -1,6 +1,7 @@
 // deploy-local as a library: a throwaway cluster, the document loaded into a
 // fresh database, its pgTAP suite run, and PostgREST serving it.
 
+import { availableParallelism } from "node:os";
 import pg from "pg";
 import { type Cluster, startCluster } from "./cluster.js";
 import { loadSql, type SqlSource } from "./loader.js";
@@ -73,6 +74,9 @@ export const DEFAULT_DATABASE = "app";
  */
 export const LOCAL_SESSION_SETTINGS: Record<string, string> = {
   cookie_secure: "false",
+  // The database runs on this machine: let password hashing take at most
+  // half its cores, so a flood of logins leaves the rest to everyone else.
+  password_slots: String(Math.max(1, Math.floor(availableParallelism() / 2))),
 };
 
 function elapsed(since: number): string {
