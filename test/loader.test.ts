@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Cluster, startCluster } from "../src/cluster.js";
 import { loadSql, SchemaLoadError } from "../src/loader.js";
 import { compileMarkdown } from "../src/md2sql.js";
+import { describeFailures, runPgTap } from "../src/pgtap.js";
 
 let cluster: Cluster;
 let databaseCounter = 0;
@@ -202,5 +203,44 @@ describe("loadSql error mapping", () => {
     const tables = await client.query("select 1 from pg_tables where tablename = 'kept'");
     expect(tables.rowCount).toBe(1);
     await client.end();
+  });
+});
+
+describe("a test that dies at run time", () => {
+  it("is reported at the document's lines, frame by frame, without pgTAP's internals", async () => {
+    const client = await freshDatabase();
+    const markdown = [
+      "# Dies", // 1
+      "", // 2
+      "```sql", // 3
+      "create function divide(n int) returns int language plpgsql as $$", // 4
+      "begin", // 5
+      "  return 10 / n;", // 6
+      "end", // 7
+      "$$;", // 8
+      "```", // 9
+      "", // 10
+      "```sql tests", // 11
+      "create extension if not exists pgtap;", // 12
+      "create schema tests;", // 13
+      "create function tests.test_divide() returns setof text language plpgsql as $$", // 14
+      "begin", // 15
+      "  return next is(divide(0), 1, 'divides');", // 16
+      "end", // 17
+      "$$;", // 18
+      "```", // 19
+    ].join("\n");
+    const doc = compileMarkdown(markdown, { fileName: "dies.sql.md", includeTests: true });
+    await loadSql(client, doc);
+    const run = await runPgTap(client, { sources: [doc] });
+    await client.end();
+    expect(run.ok).toBe(false);
+    const problem = run.functions[0]?.problems[0] ?? "";
+    expect(problem.split("\n")).toEqual([
+      "died: dies.sql.md:6: error 22012: division by zero",
+      "  at dies.sql.md:6 in divide(integer)",
+      "  at dies.sql.md:16 in tests.test_divide()",
+    ]);
+    expect(describeFailures(run).join("\n")).not.toMatch(/_runner|runtests/);
   });
 });

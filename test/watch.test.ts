@@ -309,6 +309,8 @@ describe("watch mode from the command line", () => {
         cliFile,
       ]);
       await waitForReady(run);
+      // A psql line that can be pasted: the database that serves now.
+      expect(run.stdout()).toMatch(/psql: +psql -h \S+ -p \d+ -U postgres app_1 /);
       const clusterDir = /cluster directory (\S+)/.exec(run.stderr())?.[1];
       expect(clusterDir).toBeDefined();
       writeFileSync(cliFile, documentWithVersion("cli-2"));
