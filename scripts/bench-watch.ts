@@ -2,7 +2,7 @@
 // the change. Each round adds a new function to a copy of the document,
 // saves it, and polls PostgREST until the function answers.
 //
-//   npm run bench:watch -- [--rounds N] [--file app.sql.md]
+//   npm run bench:watch -- [--rounds N]
 //
 // Two cases: "settled" waits for the previous version's checks (pgTAP) to
 // finish before saving again; "back-to-back" saves again the moment the
@@ -15,12 +15,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../src/postgrest.js";
+import { readProjectConfig } from "../src/project.js";
 import { watchDocument } from "../src/watch.js";
 
 const { values } = parseArgs({
   options: {
     rounds: { type: "string", default: "20" },
-    file: { type: "string", default: "app.sql.md" },
   },
 });
 const rounds = Number(values.rounds);
@@ -29,9 +29,16 @@ if (!Number.isInteger(rounds) || rounds < 1) {
   process.exit(2);
 }
 
-const original = readFileSync(values.file, "utf8");
+// A copy of this project (its documents and their list); the probe goes at
+// the end of the last document.
 const dir = mkdtempSync(join(tmpdir(), "bench-watch-"));
-const file = join(dir, "app.sql.md");
+const config = readProjectConfig();
+for (const document of ["package.json", ...config.documents]) {
+  writeFileSync(join(dir, document), readFileSync(join(config.root, document)));
+}
+const last = config.documents.at(-1) as string;
+const original = readFileSync(join(config.root, last), "utf8");
+const file = join(dir, last);
 
 function withProbe(round: number): string {
   return `${original}
@@ -44,7 +51,7 @@ grant execute on function api.bench_probe_${round}() to anonymous;
 }
 
 writeFileSync(file, withProbe(0));
-const session = await watchDocument({ file, port: await freePort(), log: () => {} });
+const session = await watchDocument({ cwd: dir, port: await freePort(), log: () => {} });
 let probe = 0;
 /** Saves a new version and returns the milliseconds until the API serves it. */
 async function saveAndWait(): Promise<number> {
@@ -67,7 +74,7 @@ function summary(name: string, samples: number[]): string {
     sorted.length % 2
       ? (sorted[(sorted.length - 1) / 2] as number)
       : ((sorted[sorted.length / 2 - 1] as number) + (sorted[sorted.length / 2] as number)) / 2;
-  return `save → API, ${name} (${samples.length} rounds of ${values.file}): min ${sorted[0]?.toFixed(0)} ms, median ${median.toFixed(0)} ms, max ${sorted.at(-1)?.toFixed(0)} ms`;
+  return `save → API, ${name} (${samples.length} rounds of ${config.documents.join(" + ")}): min ${sorted[0]?.toFixed(0)} ms, median ${median.toFixed(0)} ms, max ${sorted.at(-1)?.toFixed(0)} ms`;
 }
 
 const settled: number[] = [];

@@ -34,7 +34,7 @@ const { values } = parseArgs({
     rounds: { type: "string", default: "3" },
     connections: { type: "string", default: "10" },
     out: { type: "string", default: "bench-results.json" },
-    file: { type: "string", default: "app.sql.md" },
+    file: { type: "string" },
     "flood-rate": { type: "string", default: "100" },
   },
 });
@@ -319,9 +319,9 @@ const FLOODS = {
 
 async function main(): Promise<void> {
   const started = performance.now();
-  log(`deploying ${values.file} ...`);
+  log(`deploying ${values.file ?? "the project"} ...`);
   const deployment: LocalDeployment = await deployLocal({
-    file: values.file as string,
+    ...(values.file ? { file: values.file } : {}),
     port: await freePort(),
     tests: false,
     fixtures: false,
@@ -505,7 +505,7 @@ async function main(): Promise<void> {
       errors: loginRun.non2xx,
     };
     const { rows: costRows } = await db.query<{ cost: string }>(
-      "select substring(password_hash from '^\\$2[abxy]\\$(\\d+)\\$') as cost from app.users where email = $1",
+      "select substring(password_hash from '^\\$2[abxy]\\$(\\d+)\\$') as cost from auth.users where email = $1",
       [loginEmail],
     );
     const bcryptCost = Number(costRows[0]?.cost);

@@ -9,13 +9,20 @@ import type { CompiledDocument } from "./md2sql.js";
 import { pgTapInstallHint } from "./pgbin.js";
 import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
-import { compileProject, DEFAULT_DOCUMENT, projectDocuments } from "./project.js";
+import {
+  compileProject,
+  describeDocuments,
+  type ProjectDocument,
+  projectDocuments,
+} from "./project.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 import { providerKeys, type SsoOptions, ssoPostgrestEnv, ssoSessionSettings } from "./sso.js";
 
 export interface LocalDeploymentOptions {
-  /** The literate document (default app.sql.md). */
+  /** One literate document instead of the project's list (package.json). */
   file?: string;
+  /** The project's directory, with its package.json (default: the working directory). */
+  cwd?: string;
   /** Its migrations, applied after it (default: migrations/ beside the document). */
   migrationsDir?: string;
   /** API port on 127.0.0.1 (default 3000). */
@@ -49,6 +56,8 @@ export interface LocalDeployment {
   /** The front door on the requested port: the API plus the demo page. */
   readonly proxy: FrontProxy;
   readonly database: string;
+  /** What was loaded, in order. */
+  readonly documents: ProjectDocument[];
   /** The API's public URL (through the front door). */
   readonly url: string;
   readonly demoUrl: string;
@@ -157,9 +166,9 @@ export async function runDatabaseTests(
 
 export async function deployLocal(options: LocalDeploymentOptions = {}): Promise<LocalDeployment> {
   const log = options.log ?? (() => {});
-  const file = options.file ?? DEFAULT_DOCUMENT;
   const documents = projectDocuments({
-    file,
+    ...(options.file ? { file: options.file } : {}),
+    ...(options.cwd ? { cwd: options.cwd } : {}),
     ...(options.migrationsDir ? { migrationsDir: options.migrationsDir } : {}),
   });
   const database = options.database ?? DEFAULT_DATABASE;
@@ -222,9 +231,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     await loadDocuments(cluster, database, docs);
     await applySessionSettings(cluster, database, sessionSettings);
     await cluster.prepareAuthenticator?.(database);
-    const loaded =
-      documents.length === 1 ? file : `${file} and ${documents.length - 1} migration(s)`;
-    log(`loaded ${loaded} in ${elapsed(loadStarted)}`);
+    log(`loaded ${describeDocuments(documents)} in ${elapsed(loadStarted)}`);
     const testsStarted = performance.now();
     const pgtap: Promise<PgTapRun | undefined> = hasTests
       ? runDatabaseTests(cluster, database, docs).then((run) => {
@@ -250,6 +257,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
       postgrest,
       proxy,
       database,
+      documents,
       url: proxy.url,
       demoUrl: proxy.demoUrl,
       pgtap,

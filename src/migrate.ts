@@ -37,9 +37,11 @@ import { type ProjectDocument, projectDocuments } from "./project.js";
 export interface MigrateOptions {
   /** postgres:// URL of the target database. */
   databaseUrl: string;
-  /** The document, migration 1 (default app.sql.md). */
+  /** One document (migration 1) instead of the project's list. */
   file?: string;
-  /** Further migrations, NNN-name.sql.md (default: migrations/ beside the document). */
+  /** The project's directory, with its package.json (default: the working directory). */
+  cwd?: string;
+  /** Further migrations, NNN-name.sql.md (default: the project's). */
   migrationsDir?: string;
   /** Also load the ```sql tests blocks and run the pgTAP suite, then roll them back. */
   withTests?: boolean;

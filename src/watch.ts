@@ -35,11 +35,14 @@ import {
 import { type CompiledDocument, compileMarkdown, includedCode } from "./md2sql.js";
 import { describeFailures, hasPgTap, type PgTapRun } from "./pgtap.js";
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
-import { DEFAULT_DOCUMENT, migrationsDirOf, projectDocuments } from "./project.js";
+import { describeDocuments, migrationsDirOf, projectDocuments } from "./project.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 
 export interface WatchOptions {
+  /** One document instead of the project's list. */
   file?: string;
+  /** The project's directory, with its package.json (default: the working directory). */
+  cwd?: string;
   /** The document's migrations (default: migrations/ beside it). */
   migrationsDir?: string;
   port?: number;
@@ -183,8 +186,13 @@ function runHttpSuite(
 
 export async function watchDocument(options: WatchOptions = {}): Promise<WatchSession> {
   const log = options.log ?? (() => {});
-  const file = options.file ?? DEFAULT_DOCUMENT;
-  const project = { file, migrationsDir: migrationsDirOf(options) };
+  const project = {
+    ...(options.file ? { file: options.file } : {}),
+    ...(options.cwd ? { cwd: options.cwd } : {}),
+    migrationsDir: migrationsDirOf(options),
+  };
+  // What the reload lines call the project.
+  const file = describeDocuments(projectDocuments(project).filter((d) => !d.migration));
   const settleMs = options.settleMs ?? 100;
   const wantTests = options.tests ?? true;
 
@@ -395,15 +403,21 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
 
   // Watch directories, not files: editors that save by renaming a new file
   // over the old one, and git checkout/stash, replace the inode.
-  const documentPath = resolve(file);
+  // The directory of every document, and the migrations directory, one
+  // level deep: that directory may not exist yet when watching starts.
+  const documentPaths = new Set(
+    projectDocuments(project)
+      .filter((d) => !d.migration)
+      .map((d) => resolve(d.path)),
+  );
   const migrationsPath = resolve(project.migrationsDir);
-  // One level below the watched directories: the migrations directory may
-  // not exist yet when watching starts.
-  const roots = [...new Set([dirname(documentPath), dirname(migrationsPath)])];
+  const roots = [
+    ...new Set([...documentPaths].map((p) => dirname(p)).concat(dirname(migrationsPath))),
+  ];
   const watcher = chokidar.watch(roots, { depth: 1, ignoreInitial: true });
   watcher.on("all", (_event, changed) => {
     const path = resolve(changed);
-    if (path === documentPath || path === migrationsPath || dirname(path) === migrationsPath) {
+    if (documentPaths.has(path) || path === migrationsPath || dirname(path) === migrationsPath) {
       scheduleReload();
     }
   });

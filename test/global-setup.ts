@@ -38,7 +38,6 @@ function canInstallPackages(): boolean {
 async function deploy(): Promise<LocalDeployment> {
   const existingServer = process.env.TEST_DATABASE_URL;
   return deployLocal({
-    file: "app.sql.md",
     port: await freePort(),
     ...(existingServer
       ? { existingServer, database: `pgs_test_${randomBytes(4).toString("hex")}` }

@@ -408,7 +408,7 @@ describe("26. pre-existing roles are checked, not trusted", () => {
       await admin.connect();
       await admin.query("create role anonymous login password 'known to someone'");
       await admin.end();
-      const doc = await compileFile("app.sql.md");
+      const doc = await compileFile("sessions.sql.md");
       const client = new pg.Client(cluster.connectionConfig());
       await client.connect();
       const failure = await loadSql(client, doc).then(

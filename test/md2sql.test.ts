@@ -388,6 +388,21 @@ describe("the md2sql command", () => {
     );
   });
 
+  it("compiles the project's documents in order with --project", async () => {
+    const run = spawnCli(["md2sql", "--project"]);
+    expect(await run.exited).toBe(0);
+    const headers = run
+      .stdout()
+      .split("\n")
+      .filter((l) => l.startsWith("-- postgrest-sessions: "));
+    expect(headers).toEqual([
+      "-- postgrest-sessions: sessions.sql.md",
+      "-- postgrest-sessions: app.sql.md",
+    ]);
+    expect(run.stdout()).toContain("create table auth.sessions");
+    expect(run.stdout()).toContain("create table app.todos");
+  });
+
   it("exits 2 on an unknown option", async () => {
     const run = spawnCli(["md2sql", "--no-such-option", file]);
     expect(await run.exited).toBe(2);

@@ -12,7 +12,7 @@ import { deployLocal } from "../src/deploy.js";
 import { SchemaLoadError } from "../src/loader.js";
 import { migrate } from "../src/migrate.js";
 import { freePort, startPostgrest } from "../src/postgrest.js";
-import { spawnCli } from "./support/deploy-local-process.js";
+import { ROOT, spawnCli } from "./support/deploy-local-process.js";
 
 let cluster: Cluster;
 let work: string;
@@ -298,52 +298,57 @@ describe("the worked example in migrations/README.md", () => {
     "..",
     "migrations",
     "examples",
-    "002-todo-due-date.sql.md",
+    "003-todo-due-date.sql.md",
   );
-  const appFile = join(import.meta.dirname, "..", "app.sql.md");
 
-  /** A project directory: the real app.sql.md, with or without the example migration. */
+  /** A project directory like this repository's, with or without the example migration. */
   function scratchProject(dir: string, withExample: boolean): string {
-    writeFileSync(join(dir, "app.sql.md"), readFileSync(appFile));
-    if (withExample) {
-      writeFileSync(join(dir, "migrations", "002-todo-due-date.sql.md"), readFileSync(example));
+    for (const file of ["package.json", "sessions.sql.md", "app.sql.md"]) {
+      writeFileSync(join(dir, file), readFileSync(join(ROOT, file)));
     }
-    return join(dir, "app.sql.md");
+    if (withExample) {
+      writeFileSync(join(dir, "migrations", "003-todo-due-date.sql.md"), readFileSync(example));
+    }
+    return dir;
   }
 
   it("upgrades a deployed database, keeping its data, and its tests pass", async () => {
     const { url, dir, query } = await project();
-    const file = scratchProject(dir, false);
-    await migrate({ databaseUrl: url, file });
-    await query(`insert into app.users (email, name) values ('kept@example.com', 'Kept')`);
+    const cwd = scratchProject(dir, false);
+    await migrate({ databaseUrl: url, cwd });
+    await query(`insert into auth.users (email, name) values ('kept@example.com', 'Kept')`);
     scratchProject(dir, true);
-    const upgrade = await migrate({ databaseUrl: url, file, withTests: true });
+    const upgrade = await migrate({ databaseUrl: url, cwd, withTests: true });
     expect(upgrade.pgtap?.ok).toBe(true);
     expect(upgrade.pgtap?.functions.map((f) => f.functionName)).toContain(
       "tests.test_todo_due_date",
     );
-    expect(upgrade.applied.map((m) => m.fileName)).toEqual(["2_todo-due-date.sql"]);
+    expect(upgrade.applied.map((m) => m.fileName)).toEqual(["3_todo-due-date.sql"]);
     const due = await query("select due from api.todos limit 0");
     expect(due.fields.map((f) => f.name)).toContain("due");
     const kept = await query(
-      "select count(*)::int as n from app.users where email = 'kept@example.com'",
+      "select count(*)::int as n from auth.users where email = 'kept@example.com'",
     );
     expect(kept.rows[0].n).toBe(1);
   });
 
   it("gives a fresh database the same schema in one go", async () => {
     const { url, dir, query } = await project();
-    const file = scratchProject(dir, true);
-    const result = await migrate({ databaseUrl: url, file });
-    expect(result.applied.map((m) => m.fileName)).toEqual(["1_app.sql", "2_todo-due-date.sql"]);
+    const cwd = scratchProject(dir, true);
+    const result = await migrate({ databaseUrl: url, cwd });
+    expect(result.applied.map((m) => m.fileName)).toEqual([
+      "1_sessions.sql",
+      "2_app.sql",
+      "3_todo-due-date.sql",
+    ]);
     const due = await query("select due from api.todos limit 0");
     expect(due.fields.map((f) => f.name)).toContain("due");
   });
 
   it("is what deploy-local serves, tests included", async () => {
     const { dir } = await project();
-    const file = scratchProject(dir, true);
-    const deployment = await deployLocal({ file, port: await freePort() });
+    const cwd = scratchProject(dir, true);
+    const deployment = await deployLocal({ cwd, port: await freePort() });
     try {
       const pgtap = await deployment.pgtap;
       expect(pgtap?.ok).toBe(true);
@@ -371,8 +376,7 @@ describe("the worked example in migrations/README.md", () => {
 describe("migrate with the real application", () => {
   it("serves it through PostgREST, and sessions survive a later migration", async () => {
     const { url, dir, database } = await project();
-    const appFile = join(import.meta.dirname, "..", "app.sql.md");
-    await migrate({ databaseUrl: url, file: appFile, migrationsDir: join(dir, "migrations") });
+    await migrate({ databaseUrl: url, cwd: ROOT, migrationsDir: join(dir, "migrations") });
     const postgrest = await startPostgrest({
       dbUri: cluster.uri("authenticator", database),
       port: await freePort(),
@@ -399,15 +403,15 @@ describe("migrate with the real application", () => {
       expect(await me()).toBe(200);
 
       writeFileSync(
-        join(dir, "migrations", "002-todo-priority.sql.md"),
+        join(dir, "migrations", "003-todo-priority.sql.md"),
         "Todos get a priority.\n\n```sql\nalter table app.todos add column priority int not null default 0;\n```\n",
       );
       const upgrade = await migrate({
         databaseUrl: url,
-        file: appFile,
+        cwd: ROOT,
         migrationsDir: join(dir, "migrations"),
       });
-      expect(upgrade.applied.map((m) => m.fileName)).toEqual(["2_todo-priority.sql"]);
+      expect(upgrade.applied.map((m) => m.fileName)).toEqual(["3_todo-priority.sql"]);
       await postgrest.reloadSchema();
       expect(await me()).toBe(200);
     } finally {
@@ -426,14 +430,13 @@ describe("migrate with the real application", () => {
     await admin.query(`alter database ${database} owner to deployer`);
     await admin.end();
     const url = cluster.uri("deployer", database);
-    const appFile = join(import.meta.dirname, "..", "app.sql.md");
     const result = await migrate({
       databaseUrl: url,
-      file: appFile,
+      cwd: ROOT,
       migrationsDir: join(dir, "migrations"),
       withTests: true,
     });
-    expect(result.applied).toHaveLength(1);
+    expect(result.applied).toHaveLength(2);
     // pgTAP is not superuser-only, and the tests need no superuser either.
     expect(result.pgtap?.ok, JSON.stringify(result.pgtap?.functions.filter((f) => !f.ok))).toBe(
       true,
@@ -447,8 +450,8 @@ describe("migrate with the real application", () => {
     );
     expect(owner.rows[0].o).toBe("auth_owner");
     await check.end();
-    expect(readFileSync(appFile, "utf8")).toContain(
-      "grant app_owner, auth_owner, api_owner to current_user",
+    expect(readFileSync(join(ROOT, "sessions.sql.md"), "utf8")).toContain(
+      "grant auth_owner, api_owner to current_user",
     );
   });
 });

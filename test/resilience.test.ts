@@ -20,7 +20,7 @@ const extraPostgrests: PostgrestProcess[] = [];
 let database: pg.ClientConfig;
 
 beforeAll(async () => {
-  deployment = await deployLocal({ file: "app.sql.md", port: await freePort(), tests: false });
+  deployment = await deployLocal({ port: await freePort(), tests: false });
   postgrest = deployment.postgrest;
   database = deployment.cluster.connectionConfig(deployment.database);
 });

@@ -611,7 +611,7 @@ describe("hostile input gets a clear 4xx, never a 5xx, and changes nothing", () 
   });
 
   it("SQL metacharacters are data, in every field", async () => {
-    const nasty = `Robert'); drop table app.users;-- \\ " $$ %_ */ /*`;
+    const nasty = `Robert'); drop table auth.users;-- \\ " $$ %_ */ /*`;
     const user = browser();
     const email = uniqueEmail("meta");
     const password = `${nasty} pw`;
@@ -630,7 +630,7 @@ describe("hostile input gets a clear 4xx, never a 5xx, and changes nothing", () 
     );
 
     // Where the value is not valid for the field, it is a 4xx like any other.
-    expectClientError(await browser().register(`'; drop table app.users;--`, "x", PASSWORD), 400);
+    expectClientError(await browser().register(`'; drop table auth.users;--`, "x", PASSWORD), 400);
     expectStatus(await browser().login(`${uniqueEmail("sqli")}' or 1=1;--`, `' or '1'='1`), 401);
     expectStatus(await browser().login(email, `' or '1'='1`), 401);
 

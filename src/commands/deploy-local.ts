@@ -4,12 +4,13 @@
 import { Command, Option } from "commander";
 import { setSignalExitCode } from "../cleanup.js";
 import { deployLocal, type LocalDeploymentOptions } from "../deploy.js";
+import { describeDocuments, projectDocuments } from "../project.js";
 import { watchDocument } from "../watch.js";
 import { assertNoProblems, parsePort, runAction, ssoOptions, UsageError } from "./common.js";
 
 interface DeployLocalFlags {
   port?: string;
-  file: string;
+  file?: string;
   tests: boolean;
   fixtures: boolean;
   pgBin?: string;
@@ -36,7 +37,10 @@ export function deployLocalCommand(): Command {
         "The port serves the API at / and the demo page at /demo/.",
     )
     .addOption(new Option("-p, --port <port>", "API port on 127.0.0.1").env("PORT").default("3000"))
-    .option("-f, --file <path>", "the literate SQL document", "app.sql.md")
+    .option(
+      "-f, --file <path>",
+      'one literate SQL document instead of the project\'s list (package.json "postgrest-sessions".documents)',
+    )
     .option("--no-tests", "do not load or run ```sql tests blocks")
     .option("--no-fixtures", "do not load ```sql fixtures blocks (demo data)")
     .addOption(
@@ -90,7 +94,7 @@ export function deployLocalCommand(): Command {
         }
         assertNoProblems(problems);
         const options: LocalDeploymentOptions = {
-          file: flags.file,
+          ...(flags.file ? { file: flags.file } : {}),
           ...(flags.migrationsDir ? { migrationsDir: flags.migrationsDir } : {}),
           tests: flags.tests,
           fixtures: flags.fixtures,
@@ -120,7 +124,7 @@ export function deployLocalCommand(): Command {
           const session = await watchDocument({ ...options, ...(runTests ? { runTests } : {}) });
           const seconds = ((performance.now() - started) / 1000).toFixed(2);
           const lines = [
-            `ready: ${session.url} serves ${flags.file}, watching for changes (${seconds} s)`,
+            `ready: ${session.url} serves ${describeDocuments(projectDocuments(options))}, watching for changes (${seconds} s)`,
             `demo:  ${session.url}/demo/`,
             `psql:  ${session.cluster.psqlCommand(session.currentDatabase())}   (each reload names its new database)`,
             `logs:  ${session.cluster.dir}`,
@@ -133,7 +137,7 @@ export function deployLocalCommand(): Command {
         const seconds = ((performance.now() - started) / 1000).toFixed(2);
         const { cluster, postgrest } = deployment;
         const lines = [
-          `ready: ${deployment.url} serves ${flags.file} (${seconds} s)`,
+          `ready: ${deployment.url} serves ${describeDocuments(deployment.documents)} (${seconds} s)`,
           `demo:  ${deployment.demoUrl}`,
           `psql:  ${cluster.psqlCommand(deployment.database)}`,
           `logs:  ${cluster.logFile} ${postgrest.logFile}`,

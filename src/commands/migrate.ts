@@ -7,7 +7,7 @@ import { assertNoProblems, runAction } from "./common.js";
 
 interface MigrateFlags {
   databaseUrl?: string;
-  file: string;
+  file?: string;
   migrationsDir?: string;
   withTests?: boolean;
   dryRun?: boolean;
@@ -26,7 +26,10 @@ export function migrateCommand(): Command {
         "DATABASE_URL",
       ),
     )
-    .option("-f, --file <path>", "the document, applied as migration 1", "app.sql.md")
+    .option(
+      "-f, --file <path>",
+      'one document (migration 1) instead of the project\'s list (package.json "postgrest-sessions".documents)',
+    )
     .option(
       "-m, --migrations-dir <dir>",
       "directory of NNN-name.sql.md migrations (default: migrations/ beside the document)",
@@ -47,7 +50,7 @@ export function migrateCommand(): Command {
         assertNoProblems(problems);
         const result = await migrate({
           databaseUrl: flags.databaseUrl as string,
-          file: flags.file,
+          ...(flags.file ? { file: flags.file } : {}),
           ...(flags.migrationsDir ? { migrationsDir: flags.migrationsDir } : {}),
           withTests: flags.withTests === true,
           dryRun: flags.dryRun === true,

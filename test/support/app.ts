@@ -3,7 +3,7 @@
 // rows. A user adapting the suite to their own app edits this file.
 //
 // What the helpers assume of the schema (checked when a test uses them):
-// app.users(user_id, email, ...), app.todos(todo_id, user_id, description,
+// auth.users(user_id, email, ...), app.todos(todo_id, user_id, description,
 // done, public, ...), auth.sessions(user_id, created..., other timestamps),
 // auth.audit(event, user_id, user_agent, ...). The API's todos expose
 // todo_id, user_id, description, done and public.
@@ -102,7 +102,7 @@ export async function storedTodo(
   return rows[0];
 }
 
-export const USERS_TABLE = "app.users";
+export const USERS_TABLE = "auth.users";
 export const TODOS_TABLE = "app.todos";
 export const SESSIONS_TABLE = "auth.sessions";
 export const AUDIT_TABLE = "auth.audit";
