@@ -8,6 +8,7 @@ import { applyExitCodes } from "./commands/common.js";
 import { deployLocalCommand } from "./commands/deploy-local.js";
 import { md2sqlCommand } from "./commands/md2sql.js";
 import { migrateCommand } from "./commands/migrate.js";
+import { postgrestCommand } from "./commands/postgrest.js";
 import { postgrestConfCommand } from "./commands/postgrest-conf.js";
 
 export function buildProgram(): Command {
@@ -17,10 +18,13 @@ export function buildProgram(): Command {
   const program = new Command("postgrest-sessions")
     .description("Cookie sessions for PostgREST: compile, run, test and deploy a literate SQL app")
     .version(version, "-V, --version", "print the version")
+    // Options after a command are that command's (postgrest passes them on).
+    .enablePositionalOptions()
     .addCommand(md2sqlCommand())
     .addCommand(deployLocalCommand())
     .addCommand(migrateCommand())
-    .addCommand(postgrestConfCommand());
+    .addCommand(postgrestConfCommand())
+    .addCommand(postgrestCommand());
   applyExitCodes(program);
   return program;
 }

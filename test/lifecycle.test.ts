@@ -244,6 +244,15 @@ describe("deploy-local command", () => {
     }
   });
 
+  it("runs the bundled PostgREST for production use (postgrest-sessions postgrest ...)", async () => {
+    const version = spawnCli(["postgrest", "--", "--version"]);
+    expect(await version.exited).toBe(0);
+    expect(version.stdout()).toMatch(/^PostgREST 12\./);
+    const which = spawnCli(["postgrest", "--which"]);
+    expect(await which.exited).toBe(0);
+    expect(existsSync(which.stdout().trim())).toBe(true);
+  });
+
   it("prints its version", async () => {
     const run = spawnCli(["--version"]);
     expect(await run.exited).toBe(0);

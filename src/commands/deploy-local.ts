@@ -32,8 +32,8 @@ export function deployLocalCommand(): Command {
   return new Command("deploy-local")
     .summary("serve the document on a throwaway PostgreSQL + PostgREST")
     .description(
-      "Start a throwaway PostgreSQL cluster, load the document into it (with its test and fixture " +
-        "blocks), run its pgTAP suite and serve it with PostgREST until Ctrl-C; then remove everything. " +
+      "Start a throwaway PostgreSQL cluster, load the project's documents into it (with their test and " +
+        "fixture blocks), run the pgTAP suite and serve it with PostgREST until Ctrl-C; then remove everything. " +
         "The port serves the API at / and the demo page at /demo/.",
     )
     .addOption(new Option("-p, --port <port>", "API port on 127.0.0.1").env("PORT").default("3000"))

@@ -3,22 +3,10 @@
 // did a refused request change anything?) and to move time (expire a
 // session by moving its timestamps back, instead of waiting 30 minutes).
 
-import pg from "pg";
-import { inject } from "vitest";
+import type pg from "pg";
+import { withDatabase } from "../../src/testing/vitest.js";
 
-/** Runs `work` with a fresh superuser connection to the application database. */
-export async function withDatabase<T>(
-  work: (db: pg.Client) => Promise<T>,
-  config: pg.ClientConfig = inject("database"),
-): Promise<T> {
-  const db = new pg.Client(config);
-  await db.connect();
-  try {
-    return await work(db);
-  } finally {
-    await db.end();
-  }
-}
+export { withDatabase };
 
 /** One query on a short-lived connection. */
 export function query<R extends pg.QueryResultRow = pg.QueryResultRow>(

