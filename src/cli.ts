@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { Command } from "commander";
 import { applyExitCodes } from "./commands/common.js";
 import { deployLocalCommand } from "./commands/deploy-local.js";
+import { initCommand } from "./commands/init.js";
 import { md2sqlCommand } from "./commands/md2sql.js";
 import { migrateCommand } from "./commands/migrate.js";
 import { postgrestCommand } from "./commands/postgrest.js";
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
     .version(version, "-V, --version", "print the version")
     // Options after a command are that command's (postgrest passes them on).
     .enablePositionalOptions()
+    .addCommand(initCommand())
     .addCommand(md2sqlCommand())
     .addCommand(deployLocalCommand())
     .addCommand(migrateCommand())

@@ -14,6 +14,7 @@ import {
   describeDocuments,
   type ProjectDocument,
   projectDocuments,
+  readProjectConfig,
 } from "./project.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 import { providerKeys, type SsoOptions, ssoPostgrestEnv, ssoSessionSettings } from "./sso.js";
@@ -60,7 +61,8 @@ export interface LocalDeployment {
   readonly documents: ProjectDocument[];
   /** The API's public URL (through the front door). */
   readonly url: string;
-  readonly demoUrl: string;
+  /** The project's frontend, when it has one (package.json "frontend"). */
+  readonly demoUrl: string | undefined;
   /**
    * The pgTAP result (undefined when tests were not loaded). The suite runs
    * while PostgREST starts and after it is serving, so "ready" does not wait
@@ -189,7 +191,8 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     ...(options.sso ? ssoSessionSettings(options.sso) : {}),
   };
   // The front door first: a port in use fails before anything is started.
-  const proxy = await startFrontProxy(options.port ?? 3000);
+  const frontend = options.file ? undefined : readProjectConfig(options.cwd).frontend;
+  const proxy = await startFrontProxy(options.port ?? 3000, undefined, frontend);
   let cluster: Cluster;
   try {
     cluster = options.existingServer

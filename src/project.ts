@@ -42,6 +42,8 @@ export interface ProjectConfig {
   root: string;
   documents: string[];
   migrations: string;
+  /** Static files deploy-local serves under /demo/ on the API's origin, if any. */
+  frontend: string | undefined;
 }
 
 /** The document list of a project without a list of its own. */
@@ -56,9 +58,16 @@ const MIGRATION_NAME = /^(\d+)-([a-z0-9][a-z0-9_-]*)\.sql\.md$/i;
 export function readProjectConfig(cwd = process.cwd()): ProjectConfig {
   const file = join(cwd, "package.json");
   if (!existsSync(file)) {
-    return { root: cwd, documents: DEFAULT_DOCUMENTS, migrations: "migrations" };
+    return {
+      root: cwd,
+      documents: DEFAULT_DOCUMENTS,
+      migrations: "migrations",
+      frontend: undefined,
+    };
   }
-  let parsed: { "postgrest-sessions"?: { documents?: unknown; migrations?: unknown } };
+  let parsed: {
+    "postgrest-sessions"?: { documents?: unknown; migrations?: unknown; frontend?: unknown };
+  };
   try {
     parsed = JSON.parse(readFileSync(file, "utf8"));
   } catch (error) {
@@ -79,7 +88,16 @@ export function readProjectConfig(cwd = process.cwd()): ProjectConfig {
   if (typeof migrations !== "string") {
     throw new ProjectError(`${file}: "postgrest-sessions"."migrations" must be a directory name`);
   }
-  return { root: cwd, documents: documents as string[], migrations };
+  const frontend = entry.frontend;
+  if (frontend !== undefined && typeof frontend !== "string") {
+    throw new ProjectError(`${file}: "postgrest-sessions"."frontend" must be a directory name`);
+  }
+  return {
+    root: cwd,
+    documents: documents as string[],
+    migrations,
+    frontend: frontend === undefined ? undefined : join(cwd, frontend),
+  };
 }
 
 /** The migrations directory the options name or imply. */

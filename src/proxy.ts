@@ -13,8 +13,8 @@ import { assertPortFree } from "./postgrest.js";
 
 export interface FrontProxy {
   readonly url: string;
-  /** The demo page's address. */
-  readonly demoUrl: string;
+  /** The frontend's address (undefined when the project has none). */
+  readonly demoUrl: string | undefined;
   /** Send new requests to PostgREST on this port (in-flight ones finish where they are). */
   setTarget(port: number): void;
   /**
@@ -25,9 +25,6 @@ export interface FrontProxy {
   close(): Promise<void>;
 }
 
-/** The demo front end shipped with the toolkit. */
-export const DEMO_DIR = join(import.meta.dirname, "..", "deploy", "demo");
-
 const DEMO_TYPES: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
   ".js": "text/javascript; charset=utf-8",
@@ -36,11 +33,11 @@ const DEMO_TYPES: Record<string, string> = {
   ".png": "image/png",
 };
 
-/** Serves /demo/ files; returns false when the request is not for the demo. */
+/** Serves /favicon.ico and /demo/ files; returns false for everything else (the API). */
 async function serveDemo(
   req: http.IncomingMessage,
   res: http.ServerResponse,
-  demoDir: string,
+  demoDir: string | undefined,
 ): Promise<boolean> {
   const path = new URL(req.url ?? "/", "http://localhost").pathname;
   if (path === "/favicon.ico") {
@@ -49,7 +46,7 @@ async function serveDemo(
     res.writeHead(404, { "content-type": "text/plain" }).end("no favicon here");
     return true;
   }
-  if (path !== "/demo" && !path.startsWith("/demo/")) return false;
+  if (demoDir === undefined || (path !== "/demo" && !path.startsWith("/demo/"))) return false;
   if (req.method !== "GET" && req.method !== "HEAD") {
     res.writeHead(405, { allow: "GET, HEAD" }).end();
     return true;
@@ -151,7 +148,8 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
 export async function startFrontProxy(
   port: number,
   targetPort?: number,
-  demoDir: string = DEMO_DIR,
+  /** A directory of static files served under /demo/ (the project's "frontend"). */
+  demoDir?: string,
 ): Promise<FrontProxy> {
   await assertPortFree(port);
   let target = targetPort;
@@ -277,7 +275,7 @@ export async function startFrontProxy(
   });
   return {
     url: `http://127.0.0.1:${port}`,
-    demoUrl: `http://127.0.0.1:${port}/demo/`,
+    demoUrl: demoDir === undefined ? undefined : `http://127.0.0.1:${port}/demo/`,
     setTarget: (next) => {
       target = next;
     },

@@ -35,7 +35,12 @@ import {
 import { type CompiledDocument, compileMarkdown, includedCode } from "./md2sql.js";
 import { describeFailures, hasPgTap, type PgTapRun } from "./pgtap.js";
 import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
-import { describeDocuments, migrationsDirOf, projectDocuments } from "./project.js";
+import {
+  describeDocuments,
+  migrationsDirOf,
+  projectDocuments,
+  readProjectConfig,
+} from "./project.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 
 export interface WatchOptions {
@@ -78,6 +83,8 @@ export type ReloadOutcome =
 
 export interface WatchSession {
   readonly url: string;
+  /** The project's frontend, when it has one. */
+  readonly demoUrl: string | undefined;
   readonly cluster: Cluster;
   /** The database the API serves now. */
   currentDatabase(): string;
@@ -197,7 +204,8 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
   const wantTests = options.tests ?? true;
 
   // The proxy first: a port in use fails before anything else starts.
-  const proxy: FrontProxy = await startFrontProxy(options.port ?? 3000);
+  const frontend = options.file ? undefined : readProjectConfig(options.cwd).frontend;
+  const proxy: FrontProxy = await startFrontProxy(options.port ?? 3000, undefined, frontend);
   let cluster: Cluster;
   try {
     cluster = await startCluster({ log, ...(options.pgBin ? { pgBin: options.pgBin } : {}) });
@@ -426,6 +434,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
   let stopping: Promise<void> | undefined;
   return {
     url: proxy.url,
+    demoUrl: proxy.demoUrl,
     cluster,
     currentDatabase: () => served?.database ?? "",
     idle: () =>

@@ -2,7 +2,15 @@
 // project, imported as a library with its types.
 
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -90,6 +98,60 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
       }),
     );
     execFileSync(join(ROOT, "node_modules", ".bin", "tsc"), ["-p", scratch], { stdio: "pipe" });
+  });
+
+  it("scaffolds a project with init that is green at once: npm ci && npm test", () => {
+    const project = join(work, "notes");
+    execFileSync(join(scratch, "node_modules", ".bin", "postgrest-sessions"), ["init", project], {
+      stdio: "pipe",
+    });
+    for (const file of [
+      "package.json",
+      "package-lock.json",
+      "sessions.sql.md",
+      "app.sql.md",
+      "test/api.test.ts",
+    ]) {
+      expect(existsSync(join(project, file)), file).toBe(true);
+    }
+    const manifest = JSON.parse(readFileSync(join(project, "package.json"), "utf8"));
+    expect(manifest.scripts).toMatchObject({
+      start: expect.any(String),
+      dev: expect.any(String),
+      test: "vitest run",
+    });
+    expect(manifest.dependencies["postgrest-sessions"]).toMatch(
+      /^file:vendor\/postgrest-sessions-.*\.tgz$/,
+    );
+    execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], {
+      cwd: project,
+      stdio: "pipe",
+    });
+    const output = execFileSync("npm", ["test"], {
+      cwd: project,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+      // The project's own run, not this suite's: no inherited test settings.
+      env: {
+        ...Object.fromEntries(
+          Object.entries(process.env).filter(
+            ([key]) => !/^(VITEST|TEST_|NODE_OPTIONS|FORCE_COLOR)/.test(key),
+          ),
+        ),
+        NO_COLOR: "1",
+      },
+    });
+    expect(output).toMatch(/Test Files +2 passed \(2\)/);
+    expect(output).toMatch(/Tests +\d+ passed/);
+  }, 240_000);
+
+  it("refuses to init into a directory that is not empty", () => {
+    const run = () =>
+      execFileSync(join(scratch, "node_modules", ".bin", "postgrest-sessions"), ["init", scratch], {
+        stdio: "pipe",
+        encoding: "utf8",
+      });
+    expect(run).toThrow(/is not empty/);
   });
 
   it("ships the command line", () => {

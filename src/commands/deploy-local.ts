@@ -125,7 +125,7 @@ export function deployLocalCommand(): Command {
           const seconds = ((performance.now() - started) / 1000).toFixed(2);
           const lines = [
             `ready: ${session.url} serves ${describeDocuments(projectDocuments(options))}, watching for changes (${seconds} s)`,
-            `demo:  ${session.url}/demo/`,
+            ...(session.demoUrl ? [`demo:  ${session.demoUrl}`] : []),
             `psql:  ${session.cluster.psqlCommand(session.currentDatabase())}   (each reload names its new database)`,
             `logs:  ${session.cluster.dir}`,
             "Press Ctrl-C to stop and remove everything.",
@@ -138,7 +138,7 @@ export function deployLocalCommand(): Command {
         const { cluster, postgrest } = deployment;
         const lines = [
           `ready: ${deployment.url} serves ${describeDocuments(deployment.documents)} (${seconds} s)`,
-          `demo:  ${deployment.demoUrl}`,
+          ...(deployment.demoUrl ? [`demo:  ${deployment.demoUrl}`] : []),
           `psql:  ${cluster.psqlCommand(deployment.database)}`,
           `logs:  ${cluster.logFile} ${postgrest.logFile}`,
           "Press Ctrl-C to stop and remove everything.",

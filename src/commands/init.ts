@@ -1,0 +1,142 @@
+// postgrest-sessions init [dir]: a new project that is green at once. It
+// gets the session module, an application document with one table (its
+// policies, fixtures and a pgTAP test), one HTTP test using the toolkit's
+// helpers, and package.json scripts (start, dev, test).
+//
+// The toolkit is not on the npm registry yet, so the project depends on a
+// copy of it: `npm pack` of the toolkit this command runs from (a checkout or
+// an installed tarball), placed in the project's vendor/ directory, so that
+// `npm ci` works there without anything else.
+
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { basename, join, relative, resolve } from "node:path";
+import { Command } from "commander";
+import { runAction, UsageError } from "./common.js";
+
+/** The toolkit's own directory (a checkout, or node_modules/postgrest-sessions). */
+const TOOLKIT = join(import.meta.dirname, "..", "..");
+
+export interface InitOptions {
+  /** Write package-lock.json (npm install --package-lock-only; needs the npm registry). Default true. */
+  lockfile?: boolean;
+  log?: (line: string) => void;
+}
+
+function packageName(dir: string): string {
+  const name = basename(resolve(dir))
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, "-")
+    .replace(/^[._-]+/, "");
+  return name || "postgrest-app";
+}
+
+/** Creates the project in `dir` (made if missing; it must be empty). */
+export async function initProject(dir: string, options: InitOptions = {}): Promise<void> {
+  const log = options.log ?? (() => {});
+  const target = resolve(dir);
+  if (existsSync(target) && readdirSync(target).some((entry) => entry !== ".git")) {
+    throw new UsageError(`${dir} is not empty: init creates a new project in an empty directory`);
+  }
+  mkdirSync(join(target, "test"), { recursive: true });
+  mkdirSync(join(target, "migrations"), { recursive: true });
+  const templates = join(TOOLKIT, "templates", "init");
+  const toolkitPackage = JSON.parse(readFileSync(join(TOOLKIT, "package.json"), "utf8")) as {
+    version: string;
+    devDependencies?: Record<string, string>;
+    peerDependencies?: Record<string, string>;
+  };
+
+  // The toolkit itself, packed into vendor/: the project's dependency.
+  const vendor = join(target, "vendor");
+  mkdirSync(vendor, { recursive: true });
+  const packed = execFileSync(
+    "npm",
+    ["pack", "--ignore-scripts", "--silent", "--pack-destination", vendor],
+    { cwd: TOOLKIT, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] },
+  )
+    .trim()
+    .split("\n")
+    .at(-1) as string;
+  log(`packed the toolkit into vendor/${packed}`);
+
+  const name = packageName(dir);
+  const vitest = toolkitPackage.devDependencies?.vitest ?? "3.2.7";
+  const manifest = {
+    name,
+    version: "0.1.0",
+    private: true,
+    type: "module",
+    scripts: {
+      start: "postgrest-sessions deploy-local",
+      dev: "postgrest-sessions deploy-local --watch",
+      test: "vitest run",
+    },
+    "postgrest-sessions": {
+      documents: ["sessions.sql.md", "app.sql.md"],
+      migrations: "migrations",
+    },
+    dependencies: { "postgrest-sessions": `file:vendor/${packed}` },
+    devDependencies: { vitest },
+  };
+  writeFileSync(join(target, "package.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+  writeFileSync(join(target, "sessions.sql.md"), readFileSync(join(TOOLKIT, "sessions.sql.md")));
+  for (const file of [
+    "app.sql.md",
+    "vitest.config.ts",
+    "test/api.test.ts",
+    "test/database.test.ts",
+  ]) {
+    writeFileSync(join(target, file), readFileSync(join(templates, file)));
+  }
+  writeFileSync(join(target, ".gitignore"), readFileSync(join(templates, "gitignore")));
+  writeFileSync(
+    join(target, "README.md"),
+    readFileSync(join(templates, "README.md"), "utf8").replaceAll("__NAME__", name),
+  );
+  writeFileSync(
+    join(target, "migrations", "README.md"),
+    "Migrations for this project: `NNN-name.sql.md`, from 003 (the two documents are 001 and 002).\n",
+  );
+
+  if (options.lockfile ?? true) {
+    execFileSync("npm", ["install", "--package-lock-only", "--no-audit", "--no-fund", "--silent"], {
+      cwd: target,
+      stdio: ["ignore", "ignore", "pipe"],
+    });
+    log("wrote package-lock.json");
+  }
+}
+
+export function initCommand(): Command {
+  return new Command("init")
+    .summary("create a new project: the session module, an example document, tests")
+    .description(
+      "Create a new project in dir (default: the current directory, which must be empty): " +
+        "sessions.sql.md (the session module), app.sql.md (one example table with its policies, " +
+        "fixtures and a pgTAP test), an HTTP test using postgrest-sessions/testing, and package.json " +
+        "with start, dev and test scripts. The toolkit is packed into vendor/ as the project's " +
+        "dependency, and package-lock.json written, so that `npm ci && npm start` and " +
+        "`npm ci && npm test` work there at once.",
+    )
+    .argument("[dir]", "where to create the project", ".")
+    .option("--no-lockfile", "do not write package-lock.json (it needs the npm registry)")
+    .action((dir: string, flags: { lockfile: boolean }) =>
+      runAction(async () => {
+        await initProject(dir, {
+          lockfile: flags.lockfile,
+          log: (line) => process.stderr.write(`${line}\n`),
+        });
+        const cd = relative(process.cwd(), resolve(dir));
+        process.stdout.write(
+          [
+            `created ${cd || "."}:`,
+            ...(cd ? [`  cd ${cd}`] : []),
+            "  npm ci && npm start     # the API on http://127.0.0.1:3000",
+            "  npm ci && npm test      # its tests",
+            "",
+          ].join("\n"),
+        );
+      }),
+    );
+}

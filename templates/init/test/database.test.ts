@@ -1,0 +1,6 @@
+// The pgTAP tests of the documents (sessions.sql.md and app.sql.md), one
+// vitest test per check.
+
+import { pgtapSuite } from "postgrest-sessions/testing/vitest";
+
+pgtapSuite();
