@@ -209,12 +209,21 @@ export class TestClient {
 
   constructor(
     readonly baseUrl: string,
-    options: { jar?: CookieJar; headers?: Record<string, string>; retryBusy?: boolean } = {},
+    options: {
+      jar?: CookieJar;
+      headers?: Record<string, string>;
+      retryBusy?: boolean;
+      /** An undici dispatcher (e.g. an Agent that accepts a test certificate). */
+      dispatcher?: Dispatcher;
+    } = {},
   ) {
     this.jar = options.jar ?? new CookieJar();
     this.defaultHeaders = options.headers ?? {};
     this.retryBusy = options.retryBusy ?? true;
+    this.dispatcher = options.dispatcher;
   }
+
+  readonly dispatcher: Dispatcher | undefined;
 
   /** Whether "come back in a second" answers are retried (see request). */
   readonly retryBusy: boolean;
@@ -247,11 +256,14 @@ export class TestClient {
       const cookie = this.jar.header(path);
       if (cookie !== undefined) headers.cookie = cookie;
     }
-    let response = await request(new URL(path, this.baseUrl), {
-      method,
-      headers,
-      ...(body === undefined ? {} : { body }),
-    });
+    const send = () =>
+      request(new URL(path, this.baseUrl), {
+        method,
+        headers,
+        ...(body === undefined ? {} : { body }),
+        ...(this.dispatcher ? { dispatcher: this.dispatcher } : {}),
+      });
+    let response = await send();
     // "Too many password checks at once" (429 with Retry-After: 1) is an
     // answer to come back in a second, and a well-behaved client does:
     // parallel test files share the deployment's few password slots. A
@@ -262,11 +274,7 @@ export class TestClient {
       if (![429, 503].includes(response.statusCode) || !(wait <= 1)) break;
       await response.body.dump();
       await new Promise((r) => setTimeout(r, 10 + Math.random() * 40));
-      response = await request(new URL(path, this.baseUrl), {
-        method,
-        headers,
-        ...(body === undefined ? {} : { body }),
-      });
+      response = await send();
     }
     const text = await response.body.text();
     const raw = response.headers["set-cookie"];

@@ -1,0 +1,228 @@
+// The production recipe of the README, run for real: the documents applied
+// with migrate, PostgREST started exactly as deploy/production/postgrest.service
+// says (its ExecStart and EnvironmentFile, paths moved into a temp
+// directory), and nginx with deploy/production/nginx.conf terminating TLS
+// in front, serving the frontend on the same origin. A browser-like client
+// registers, keeps a __Host- cookie over https, and is refused cross-origin.
+
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Agent } from "undici";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Cluster, startCluster } from "../src/cluster.js";
+import { postgrestConf } from "../src/commands/postgrest-conf.js";
+import { migrate } from "../src/migrate.js";
+import { freePort } from "../src/postgrest.js";
+import { TestClient } from "./support/client.js";
+import { ROOT } from "./support/deploy-local-process.js";
+
+const PRODUCTION = join(ROOT, "deploy", "production");
+const NGINX = "/usr/sbin/nginx";
+let cluster: Cluster;
+let root: string;
+let postgrest: ChildProcess | undefined;
+let nginx: ChildProcess | undefined;
+let apiPort: number;
+let httpsPort: number;
+
+/** `Key=value` lines of a systemd unit's [Service] section. */
+function unitSetting(unit: string, key: string): string {
+  const line = unit.split("\n").find((l) => l.startsWith(`${key}=`));
+  if (!line) throw new Error(`no ${key}= in the unit`);
+  return line.slice(key.length + 1);
+}
+
+async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what} did not come up`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+beforeAll(async () => {
+  if (!existsSync(NGINX)) {
+    throw new Error(
+      "nginx is needed for the production recipe's test: apt-get install nginx (scripts/setup-system.sh installs it)",
+    );
+  }
+  root = mkdtempSync(join(tmpdir(), "production-"));
+  cluster = await startCluster();
+  const admin = (await import("pg")).default;
+  const client = new admin.Client(cluster.connectionConfig());
+  await client.connect();
+  await client.query("create database app");
+  await client.end();
+  await migrate({ databaseUrl: cluster.uri("postgres", "app"), cwd: ROOT });
+
+  // /srv/app: the project, with the toolkit where npm would put it.
+  mkdirSync(join(root, "srv", "app", "node_modules"), { recursive: true });
+  symlinkSync(ROOT, join(root, "srv", "app", "node_modules", "postgrest-sessions"));
+  symlinkSync(join(ROOT, "deploy", "demo"), join(root, "srv", "app", "frontend"));
+  // /etc/postgrest: the generated configuration and the environment file.
+  mkdirSync(join(root, "etc", "postgrest"), { recursive: true });
+  writeFileSync(join(root, "etc", "postgrest", "postgrest.conf"), await postgrestConf());
+  apiPort = await freePort();
+  writeFileSync(
+    join(root, "etc", "postgrest", "env"),
+    [
+      `DB_URI=${cluster.uri("authenticator", "app")}`,
+      `PORT=${apiPort}`,
+      `ADMIN_PORT=${await freePort()}`,
+      "",
+    ].join("\n"),
+  );
+
+  // PostgREST exactly as the unit starts it.
+  const unit = readFileSync(join(PRODUCTION, "postgrest.service"), "utf8");
+  const moved = (text: string) =>
+    text
+      .replaceAll("/srv/app", join(root, "srv", "app"))
+      .replaceAll("/etc/postgrest", join(root, "etc", "postgrest"));
+  const environment = Object.fromEntries(
+    readFileSync(moved(unitSetting(unit, "EnvironmentFile")), "utf8")
+      .split("\n")
+      .filter((l) => l.includes("="))
+      .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+  );
+  const [command, ...args] = moved(unitSetting(unit, "ExecStart")).split(" ");
+  expect(command).toBe("/usr/bin/node");
+  postgrest = spawn(process.execPath, args, {
+    env: { ...process.env, ...environment },
+    stdio: "ignore",
+  });
+  await waitFor(
+    () =>
+      fetch(`http://127.0.0.1:${environment.ADMIN_PORT}/ready`).then(
+        (r) => r.ok,
+        () => false,
+      ),
+    "PostgREST",
+  );
+
+  // nginx with the recipe's server blocks: a test certificate, free ports,
+  // this machine's paths (IPv6 listeners dropped: the sandbox may have none).
+  mkdirSync(join(root, "etc", "ssl", "app"), { recursive: true });
+  execFileSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-nodes",
+      "-subj",
+      "/CN=localhost",
+      "-days",
+      "1",
+      "-keyout",
+      join(root, "etc", "ssl", "app", "privkey.pem"),
+      "-out",
+      join(root, "etc", "ssl", "app", "fullchain.pem"),
+    ],
+    { stdio: "ignore" },
+  );
+  httpsPort = await freePort();
+  const servers = moved(readFileSync(join(PRODUCTION, "nginx.conf"), "utf8"))
+    .replaceAll("/etc/ssl/app", join(root, "etc", "ssl", "app"))
+    .replace(/^\s*listen \[::\].*$/gm, "")
+    .replace("listen 443 ssl;", `listen 127.0.0.1:${httpsPort} ssl;`)
+    .replace("listen 80;", `listen 127.0.0.1:${await freePort()};`)
+    .replace("proxy_pass http://127.0.0.1:3000;", `proxy_pass http://127.0.0.1:${apiPort};`);
+  mkdirSync(join(root, "nginx"), { recursive: true });
+  const asRoot = process.getuid?.() === 0;
+  writeFileSync(
+    join(root, "nginx", "nginx.conf"),
+    `${asRoot ? "user root;\n" : ""}pid ${root}/nginx/nginx.pid;
+error_log ${root}/nginx/error.log;
+events {}
+http {
+  include /etc/nginx/mime.types;
+  access_log off;
+  client_body_temp_path ${root}/nginx/body;
+  proxy_temp_path ${root}/nginx/proxy;
+  fastcgi_temp_path ${root}/nginx/fastcgi;
+  uwsgi_temp_path ${root}/nginx/uwsgi;
+  scgi_temp_path ${root}/nginx/scgi;
+${servers}
+}
+`,
+  );
+  nginx = spawn(
+    NGINX,
+    ["-c", join(root, "nginx", "nginx.conf"), "-p", join(root, "nginx"), "-g", "daemon off;"],
+    {
+      stdio: "ignore",
+    },
+  );
+  await waitFor(
+    () =>
+      fetch(`https://localhost:${httpsPort}/favicon.ico`, {
+        // @ts-expect-error: undici's fetch takes a dispatcher
+        dispatcher: insecure,
+      }).then(
+        () => true,
+        () => false,
+      ),
+    "nginx",
+  );
+}, 120_000);
+
+/** Trusts the test certificate, and nothing else changes. */
+const insecure = new Agent({ connect: { rejectUnauthorized: false } });
+
+afterAll(async () => {
+  nginx?.kill("SIGQUIT");
+  postgrest?.kill("SIGTERM");
+  await cluster?.stop();
+  await insecure.close();
+  if (root) rmSync(root, { recursive: true, force: true });
+});
+
+describe("production without Docker: systemd's PostgREST behind nginx with TLS", () => {
+  it("serves the API and the frontend on one https origin, with a __Host- session cookie", async () => {
+    const origin = `https://localhost:${httpsPort}`;
+    const client = new TestClient(origin, { dispatcher: insecure });
+    const registered = await client.register(
+      `prod-${Date.now()}@example.com`,
+      "Prod",
+      "a production password",
+    );
+    expect(registered.status, registered.text).toBe(200);
+    const cookie = registered.setCookies.find((c) => c.name === "__Host-session_token");
+    expect(cookie).toMatchObject({ secure: true, httpOnly: true, path: "/" });
+    expect(cookie?.domain).toBeUndefined();
+    const headers = { Cookie: `__Host-session_token=${cookie?.value}` };
+    expect((await client.get("/rpc/current_user", headers)).status).toBe(200);
+
+    // Same origin (scheme included) may write; the http origin of the same host may not.
+    const same = await client.post(
+      "/todos",
+      { description: "from the https origin" },
+      { ...headers, Origin: origin },
+    );
+    expect(same.status, same.text).toBe(201);
+    const plain = await client.post(
+      "/todos",
+      { description: "from http" },
+      { ...headers, Origin: origin.replace("https", "http") },
+    );
+    expect(plain.status).toBe(403);
+
+    const page = await client.get("/demo/");
+    expect(page.status).toBe(200);
+    expect(page.text).toContain("<title>Todos");
+  });
+});
