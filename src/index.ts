@@ -7,6 +7,7 @@
 
 export { type CarryOverSummary, carryOver } from "./carry-over.js";
 export { type Cluster, type ClusterOptions, startCluster } from "./cluster.js";
+export { initProject } from "./commands/init.js";
 export { postgrestConf } from "./commands/postgrest-conf.js";
 export {
   DEFAULT_DATABASE,
@@ -34,7 +35,13 @@ export {
   type PostgrestProcess,
   startPostgrest,
 } from "./postgrest.js";
-export { compileProject, type ProjectDocument, projectDocuments } from "./project.js";
+export {
+  compileProject,
+  type ProjectConfig,
+  type ProjectDocument,
+  projectDocuments,
+  readProjectConfig,
+} from "./project.js";
 export {
   type ReloadOutcome,
   type WatchOptions,
