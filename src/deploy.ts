@@ -8,7 +8,13 @@ import { loadSql, type SqlSource } from "./loader.js";
 import type { CompiledDocument } from "./md2sql.js";
 import { pgTapInstallHint } from "./pgbin.js";
 import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
-import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
+import {
+  freePort,
+  type IdentityMode,
+  identitySettings,
+  type PostgrestProcess,
+  startPostgrest,
+} from "./postgrest.js";
 import {
   compileProject,
   describeDocuments,
@@ -40,6 +46,8 @@ export interface LocalDeploymentOptions {
   postgres?: "local" | "docker";
   /** Use this existing server (postgres:// URL) instead of a throwaway cluster. */
   existingServer?: string;
+  /** How requests are identified (default pre-request; see sessions.sql.md). */
+  identity?: IdentityMode;
   /** Accept an identity provider's tokens at /rpc/login_with_token. */
   sso?: SsoOptions;
   /** Name of the application database (default "app"). */
@@ -251,6 +259,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
       port: await freePort(),
       publicUrl: proxy.url,
       logFile: `${cluster.dir}/postgrest.log`,
+      ...identitySettings(options.identity),
       extraEnv: { ...ssoEnv, ...options.postgrestEnv },
     });
     proxy.setTarget(postgrest.port);

@@ -10,6 +10,23 @@ import { dirname, join } from "node:path";
 import { registerCleanup } from "./cleanup.js";
 import { NO_ROLE_CLAIM, NOBODY_CAN_SIGN } from "./sso.js";
 
+/**
+ * How a request's identity is found (sessions.sql.md): by the pre-request
+ * function auth.authenticate, which switches anonymous to webuser; or inline,
+ * inside the request's own statement, with webuser as the anonymous role.
+ */
+export type IdentityMode = "pre-request" | "inline";
+
+/** PostgREST's anonymous role and pre-request function for a mode. */
+export function identitySettings(mode: IdentityMode = "pre-request"): {
+  anonRole: string;
+  preRequest: string | null;
+} {
+  return mode === "inline"
+    ? { anonRole: "webuser", preRequest: null }
+    : { anonRole: "anonymous", preRequest: "auth.authenticate" };
+}
+
 export interface PostgrestConfig {
   /** libpq URI PostgREST connects with (the authenticator role). */
   dbUri: string;

@@ -34,7 +34,13 @@ import {
 } from "./deploy.js";
 import { type CompiledDocument, compileMarkdown, includedCode } from "./md2sql.js";
 import { describeFailures, hasPgTap, type PgTapRun } from "./pgtap.js";
-import { freePort, type PostgrestProcess, startPostgrest } from "./postgrest.js";
+import {
+  freePort,
+  type IdentityMode,
+  identitySettings,
+  type PostgrestProcess,
+  startPostgrest,
+} from "./postgrest.js";
 import {
   describeDocuments,
   migrationsDirOf,
@@ -54,6 +60,8 @@ export interface WatchOptions {
   tests?: boolean;
   fixtures?: boolean;
   pgBin?: string;
+  /** How requests are identified (default pre-request; see sessions.sql.md). */
+  identity?: IdentityMode;
   /** How long the files must stay unchanged before a reload starts (ms). */
   settleMs?: number;
   /**
@@ -320,6 +328,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
       port: await freePort(),
       publicUrl: proxy.url,
       logFile: `${cluster.dir}/postgrest-${version}.log`,
+      ...identitySettings(options.identity),
     });
     const previous = served;
     proxy.setTarget(postgrest.port);

@@ -225,6 +225,13 @@ describe("CSRF", () => {
       const todo = await createTodo(user.client, "original");
       for (const [method, send] of unsafeRequests(todo)) {
         const response = await send(user.client, headers);
+        if (method === "PUT" && process.env.TEST_IDENTITY === "inline") {
+          // No PUT on todos can succeed (todo_id is generated), and inline
+          // PostgreSQL refuses it (400) before any identity check runs; the
+          // pre-request mode checks first and answers 403. Refused either way.
+          expectClientError(response);
+          continue;
+        }
         expect(response.status, `${method}: ${shown(response)}`).toBe(403);
       }
       await expectNoForgery(user.userId, todo);

@@ -33,6 +33,7 @@ beforeAll(async () => {
   deployment = await deployLocal({
     port: await freePort(),
     tests: false,
+    ...(process.env.TEST_IDENTITY === "inline" ? { identity: "inline" as const } : {}),
     sso: { issuer: idp.issuer, audience: idp.audience },
   });
   api = deployment.url;

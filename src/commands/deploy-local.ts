@@ -4,6 +4,7 @@
 import { Command, Option } from "commander";
 import { setSignalExitCode } from "../cleanup.js";
 import { deployLocal, type LocalDeploymentOptions } from "../deploy.js";
+import type { IdentityMode } from "../postgrest.js";
 import { describeDocuments, projectDocuments } from "../project.js";
 import { watchDocument } from "../watch.js";
 import { assertNoProblems, parsePort, runAction, ssoOptions, UsageError } from "./common.js";
@@ -16,6 +17,7 @@ interface DeployLocalFlags {
   pgBin?: string;
   pgPort?: string;
   postgres: "local" | "docker";
+  identity: IdentityMode;
   watch?: boolean;
   runTests?: string | true;
   migrationsDir?: string;
@@ -49,6 +51,15 @@ export function deployLocalCommand(): Command {
       ),
     )
     .option("--pg-port <port>", "also let PostgreSQL listen on this 127.0.0.1 port")
+    .addOption(
+      new Option(
+        "--identity <mode>",
+        "how requests are identified: pre-request (auth.authenticate) or inline (in each request's own statement; faster)",
+      )
+        .choices(["pre-request", "inline"])
+        .default("pre-request")
+        .env("IDENTITY_MODE"),
+    )
     .addOption(
       new Option("--postgres <source>", "where PostgreSQL comes from")
         .choices(["local", "docker"])
@@ -103,6 +114,7 @@ export function deployLocalCommand(): Command {
           ...(pgPort ? { pgPort } : {}),
           ...(flags.pgBin ? { pgBin: flags.pgBin } : {}),
           postgres: flags.postgres,
+          identity: flags.identity,
           ...(sso ? { sso } : {}),
         };
         // Ctrl-C is how this command is meant to end: a clean stop is a success.

@@ -4,10 +4,12 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Command, Option } from "commander";
+import type { IdentityMode } from "../postgrest.js";
 import { NO_ROLE_CLAIM, providerKeys } from "../sso.js";
 import { assertNoProblems, runAction, ssoOptions } from "./common.js";
 
 interface ConfFlags {
+  identity: IdentityMode;
   oidcIssuer?: string;
   oidcAudience?: string;
   oidcKeys?: string;
@@ -15,14 +17,17 @@ interface ConfFlags {
 }
 
 /** The template in deploy/, plus the JWT settings single sign-on needs. */
-export async function postgrestConf(sso?: {
-  issuer: string;
-  audience: string;
-  keysFile?: string;
-}): Promise<string> {
-  const template = await readFile(
-    join(import.meta.dirname, "..", "..", "deploy", "postgrest.conf"),
-    "utf8",
+export async function postgrestConf(
+  sso?: {
+    issuer: string;
+    audience: string;
+    keysFile?: string;
+  },
+  identity: IdentityMode = "pre-request",
+): Promise<string> {
+  const template = withIdentity(
+    await readFile(join(import.meta.dirname, "..", "..", "deploy", "postgrest.conf"), "utf8"),
+    identity,
   );
   if (!sso) return template;
   const jwks = await providerKeys(sso);
@@ -50,6 +55,26 @@ jwt-role-claim-key = ${quoted(NO_ROLE_CLAIM)}
   );
 }
 
+/** The template's identity lines for a mode (the template is written for pre-request). */
+function withIdentity(template: string, identity: IdentityMode): string {
+  if (identity === "pre-request") return template;
+  const anon = /^db-anon-role = "anonymous"$/m;
+  const preRequest = /^db-pre-request = "auth\.authenticate"$/m;
+  if (!anon.test(template) || !preRequest.test(template)) {
+    throw new Error(
+      "deploy/postgrest.conf no longer has the db-anon-role and db-pre-request lines to change",
+    );
+  }
+  return template
+    .replace(
+      anon,
+      "# Inline identity (sessions.sql.md): every request runs as webuser, and\n" +
+        "# the session is looked up inside the request's own statement.\n" +
+        'db-anon-role = "webuser"',
+    )
+    .replace(preRequest, "# No pre-request function in inline mode.");
+}
+
 export function postgrestConfCommand(): Command {
   return new Command("postgrest-conf")
     .summary("write the PostgREST configuration, with identity-provider keys")
@@ -69,13 +94,19 @@ export function postgrestConfCommand(): Command {
     .addOption(
       new Option("--oidc-keys <file>", "a JWKS file instead of discovery").env("OIDC_KEYS_FILE"),
     )
+    .addOption(
+      new Option("--identity <mode>", "how requests are identified: pre-request or inline")
+        .choices(["pre-request", "inline"])
+        .default("pre-request")
+        .env("IDENTITY_MODE"),
+    )
     .option("-o, --output <file>", "write to this file instead of standard output")
     .action((flags: ConfFlags) =>
       runAction(async () => {
         const problems: string[] = [];
         const sso = ssoOptions(flags, problems);
         assertNoProblems(problems);
-        const text = await postgrestConf(sso);
+        const text = await postgrestConf(sso, flags.identity);
         if (flags.output) await writeFile(flags.output, text);
         else process.stdout.write(text);
       }),

@@ -10,8 +10,9 @@
 // In a project's vitest.config.ts:
 //   globalSetup: ["node_modules/postgrest-sessions/dist/testing/global-setup.js"]
 //
-// TEST_API_URL + TEST_API_DATABASE_URL point the run at a deployment that is
-// already running instead; TEST_DATABASE_URL puts the throwaway database on
+// TEST_IDENTITY=inline serves the project in the inline identity mode (no
+// pre-request function). TEST_API_URL + TEST_API_DATABASE_URL point the run
+// at a deployment that is already running instead; TEST_DATABASE_URL puts the throwaway database on
 // an existing server. pgTAP is required: when the PostgreSQL found lacks it,
 // it is installed where that can be done (root on Debian/Ubuntu) and the run
 // fails with the exact command otherwise.
@@ -39,8 +40,13 @@ function canInstallPackages(): boolean {
 
 async function deploy(): Promise<LocalDeployment> {
   const existingServer = process.env.TEST_DATABASE_URL;
+  const identity = process.env.TEST_IDENTITY;
+  if (identity !== undefined && identity !== "inline" && identity !== "pre-request") {
+    throw new Error(`TEST_IDENTITY must be inline or pre-request, not "${identity}"`);
+  }
   return deployLocal({
     port: await freePort(),
+    ...(identity ? { identity } : {}),
     ...(existingServer
       ? { existingServer, database: `pgs_test_${randomBytes(4).toString("hex")}` }
       : {}),
