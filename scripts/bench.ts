@@ -183,6 +183,35 @@ async function registerBenchUser(
   return { cookie: `session_token=${token}`, userId: body.user_id };
 }
 
+/**
+ * What one auth.identify() costs inside the database (microseconds per call,
+ * 20,000 calls in a PL/pgSQL loop, a GET carrying the cookie): the lookup
+ * without PostgREST or the network around it.
+ */
+async function identifyMicroseconds(db: pg.Client, cookie: string): Promise<number> {
+  const token = cookie.slice(cookie.indexOf("=") + 1);
+  const { rows } = await db.query<{ us: number }>(
+    `do $$ begin
+       perform set_config('request.method', 'GET', true);
+       perform set_config('request.cookies', json_build_object('session_token', ${db.escapeLiteral(token)})::text, true);
+     end $$;
+     select 1`,
+  );
+  void rows;
+  const result = await db.query<{ us: string }>(
+    `with timing as (
+       select clock_timestamp() as t0, (select count(*) from (
+         select set_config('request.method', 'GET', true),
+                set_config('request.cookies', json_build_object('session_token', $1::text)::text, true),
+                set_config('auth.identified', '', true), auth.identify()
+           from generate_series(1, 20000)) calls) as n
+     )
+     select (extract(epoch from clock_timestamp() - t0) * 1e6 / n)::text as us from timing`,
+    [token],
+  );
+  return Number(result.rows[0]?.us);
+}
+
 /** Adds dead sessions (expired or revoked, as in real life) until the table holds `target` rows. */
 async function growSessions(db: pg.Client, target: number, ownerId: number): Promise<void> {
   const { rows } = await db.query<{ n: string }>("select count(*)::text as n from auth.sessions");
@@ -222,6 +251,21 @@ async function startVariants(
       create role bench_ceiling_login login noinherit;
     end if; end $$`);
   await db.query("grant anonymous, webuser to bench_jwt_login, bench_ceiling_login");
+  // The same server settings as the authenticator's (its statement timeout
+  // above all: a timer armed for every statement costs several percent), so
+  // that every variant pays the same for what is not identity.
+  const { rows: settings } = await db.query<{ setting: string }>(
+    `select unnest(setconfig) as setting from pg_db_role_setting
+      where setrole = 'authenticator'::regrole and setdatabase = 0`,
+  );
+  for (const role of ["bench_jwt_login", "bench_ceiling_login"]) {
+    for (const { setting } of settings) {
+      const at = setting.indexOf("=");
+      await db.query(
+        `alter role ${role} set ${setting.slice(0, at)} = ${db.escapeLiteral(setting.slice(at + 1))}`,
+      );
+    }
+  }
   await db.query("update auth.settings set jwt_user_id_role = 'bench_jwt_login'");
   await db.query(
     `alter role bench_ceiling_login in database ${db.escapeIdentifier(database)} set auth.identified = 'yes'`,
@@ -598,18 +642,30 @@ async function main(): Promise<void> {
     await growSessions(db, 1000, owner.userId);
     const samples = await measureThroughput(db, variants);
 
-    // The sessions table at 1 million rows, against the 1 thousand rows above.
-    await growSessions(db, 1_000_000, owner.userId);
-    const large: Record<"prerequest" | "inline", Sample[]> = { prerequest: [], inline: [] };
-    for (let round = 1; round <= Math.max(2, Math.ceil(rounds / 2)); round++) {
-      for (const name of ["prerequest", "inline"] as const) {
-        const variant = variants.find((v) => v.name === name) as Variant;
-        large[name].push(await load(db, variant));
+    // The sessions table at 1 million rows against 1 thousand: the same
+    // rounds just before and just after the table grows (the machine drifts
+    // over minutes), and the lookup's own cost timed inside the database.
+    const scaleRounds = Math.max(2, Math.ceil(rounds / 2));
+    const atScale = async (label: string) => {
+      const result: Record<"prerequest" | "inline", Sample[]> = { prerequest: [], inline: [] };
+      for (let round = 1; round <= scaleRounds; round++) {
+        for (const name of ["prerequest", "inline"] as const) {
+          result[name].push(await load(db, variants.find((v) => v.name === name) as Variant));
+        }
+        log(
+          `  ${label}, round ${round}: pre-request ${result.prerequest.at(-1)?.rps.toFixed(0)} req/s, inline ${result.inline.at(-1)?.rps.toFixed(0)} req/s`,
+        );
       }
-      log(
-        `  1M sessions, round ${round}: pre-request ${large.prerequest.at(-1)?.rps.toFixed(0)} req/s, inline ${large.inline.at(-1)?.rps.toFixed(0)} req/s`,
-      );
-    }
+      return result;
+    };
+    const small = await atScale("1k sessions");
+    const lookupSmall = await identifyMicroseconds(db, sessionUser.cookie);
+    await growSessions(db, 1_000_000, owner.userId);
+    const large = await atScale("1M sessions");
+    const lookupLarge = await identifyMicroseconds(db, sessionUser.cookie);
+    log(
+      `  auth.identify() in the database: ${lookupSmall.toFixed(1)} us at 1k, ${lookupLarge.toFixed(1)} us at 1M`,
+    );
 
     const prerequestUrl = variants.find((v) => v.name === "prerequest")?.url as string;
     const { floods, worst } = await measureFloods({
@@ -620,7 +676,15 @@ async function main(): Promise<void> {
     const capacity = await measureLoginCapacity(prerequestUrl, db);
 
     const rps = (name: VariantName) => median(samples[name].map((s) => s.rps));
+    // Ratios taken round by round (each round runs every variant back to
+    // back, so the machine's mood is shared), then the median of those: far
+    // steadier on a shared machine than a ratio of medians.
+    const paired = (a: VariantName, b: VariantName) => {
+      const ratios = samples[a].map((sample, i) => sample.rps / (samples[b][i]?.rps ?? Number.NaN));
+      return spreadOf(ratios);
+    };
     const largeRps = (name: "prerequest" | "inline") => median(large[name].map((s) => s.rps));
+    const smallRps = (name: "prerequest" | "inline") => median(small[name].map((s) => s.rps));
     const spreads = Object.fromEntries(
       VARIANTS.map((name) => [name, spreadOf(samples[name].map((s) => s.rps))]),
     ) as Record<VariantName, ReturnType<typeof spreadOf>>;
@@ -651,22 +715,34 @@ async function main(): Promise<void> {
           },
         ]),
       ),
-      inline_over_cached_jwt: rps("inline") / rps("jwt_cached"),
-      inline_over_ceiling: rps("inline") / rps("ceiling"),
-      prerequest_over_ceiling: rps("prerequest") / rps("ceiling"),
-      prerequest_over_cached_jwt: rps("prerequest") / rps("jwt_cached"),
-      cached_jwt_over_ceiling: rps("jwt_cached") / rps("ceiling"),
-      uncached_jwt_over_ceiling: rps("jwt_uncached") / rps("ceiling"),
-      empty_pre_request_over_ceiling: rps("empty_pre_request") / rps("ceiling"),
-      sessions_small: { rows: 1000, prerequest_rps: rps("prerequest"), inline_rps: rps("inline") },
+      inline_over_cached_jwt: paired("inline", "jwt_cached").median,
+      inline_over_ceiling: paired("inline", "ceiling").median,
+      prerequest_over_ceiling: paired("prerequest", "ceiling").median,
+      prerequest_over_cached_jwt: paired("prerequest", "jwt_cached").median,
+      cached_jwt_over_ceiling: paired("jwt_cached", "ceiling").median,
+      uncached_jwt_over_ceiling: paired("jwt_uncached", "ceiling").median,
+      empty_pre_request_over_ceiling: paired("empty_pre_request", "ceiling").median,
+      ratio_spreads: {
+        inline_over_cached_jwt: paired("inline", "jwt_cached"),
+        inline_over_ceiling: paired("inline", "ceiling"),
+        prerequest_over_ceiling: paired("prerequest", "ceiling"),
+        prerequest_over_cached_jwt: paired("prerequest", "jwt_cached"),
+      },
+      sessions_small: {
+        rows: 1000,
+        prerequest_rps: smallRps("prerequest"),
+        inline_rps: smallRps("inline"),
+        identify_us: lookupSmall,
+      },
       sessions_large: {
         rows: 1_000_000,
         prerequest_rps: largeRps("prerequest"),
         inline_rps: largeRps("inline"),
+        identify_us: lookupLarge,
       },
       large_over_small: Math.min(
-        largeRps("prerequest") / rps("prerequest"),
-        largeRps("inline") / rps("inline"),
+        largeRps("prerequest") / smallRps("prerequest"),
+        largeRps("inline") / smallRps("inline"),
       ),
       writes_per_request: Math.max(
         median(samples.prerequest.map((s) => s.sessionWrites)),
@@ -733,9 +809,14 @@ function printReport(result: any, chartFile: string): void {
     `inline / ceiling           ${goal(result.inline_over_ceiling, 0.95)}`,
     `pre-request / ceiling      ${goal(result.prerequest_over_ceiling, 0.85)}`,
     `pre-request / cached JWT   ${result.prerequest_over_cached_jwt.toFixed(3)}`,
-    `1M / 1k sessions (worse)   ${goal(result.large_over_small, 0.95)}`,
+    `1M / 1k sessions (worse)   ${goal(result.large_over_small, 0.95)}; auth.identify() ${result.sessions_small.identify_us.toFixed(1)} us at 1k, ${result.sessions_large.identify_us.toFixed(1)} us at 1M`,
     `session writes per GET     ${result.writes_per_request.toFixed(4)}  (goal 0)`,
-    `noise: the largest spread of a variant across rounds is ${(result.spread * 100).toFixed(1)}% ((max - min) / median)`,
+    `noise: the largest spread of a variant's req/s across rounds is ${(result.spread * 100).toFixed(1)}% ((max - min) / median);`,
+    `  the ratios are medians of per-round ratios, whose own ranges were: ${Object.entries(
+      result.ratio_spreads as Record<string, { min: number; max: number }>,
+    )
+      .map(([name, r]) => `${name} ${r.min.toFixed(3)}-${r.max.toFixed(3)}`)
+      .join(", ")}`,
     "",
     "| logged-in GET /todos during | p50 ms | p99 ms | p99 / quiet |",
     "|-----------------------------|--------|--------|-------------|",
