@@ -41,15 +41,37 @@ import {
   startPostgrest,
 } from "../src/postgrest.js";
 
-const { values } = parseArgs({
-  options: {
-    duration: { type: "string", default: "4" },
-    rounds: { type: "string", default: "6" },
-    connections: { type: "string", default: "10" },
-    out: { type: "string", default: "bench-results.json" },
-    "flood-rate": { type: "string", default: "100" },
-  },
-});
+const USAGE = `usage: npm run bench -- [options]
+  --duration SECONDS   length of each measurement (default 4)
+  --rounds N           interleaved rounds of every variant (default 6)
+  --connections N      autocannon connections for throughput (default 10)
+  --flood-rate N       requests per second of each attacker flood (default 100)
+  --out FILE           the JSON results; the chart goes to FILE with .svg
+                       (default bench-results.json)
+`;
+
+function parseOptions() {
+  try {
+    return parseArgs({
+      options: {
+        duration: { type: "string", default: "4" },
+        rounds: { type: "string", default: "6" },
+        connections: { type: "string", default: "10" },
+        out: { type: "string", default: "bench-results.json" },
+        "flood-rate": { type: "string", default: "100" },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    });
+  } catch (error) {
+    process.stderr.write(`${(error as Error).message}\n${USAGE}`);
+    process.exit(2);
+  }
+}
+const { values } = parseOptions();
+if (values.help) {
+  process.stdout.write(USAGE);
+  process.exit(0);
+}
 
 function positiveNumber(name: string, text: string | undefined): number {
   const value = Number(text);

@@ -140,7 +140,7 @@ beforeAll(async () => {
     .replace(/^\s*listen \[::\].*$/gm, "")
     .replace("listen 443 ssl;", `listen 127.0.0.1:${httpsPort} ssl;`)
     .replace("listen 80;", `listen 127.0.0.1:${await freePort()};`)
-    .replace("proxy_pass http://127.0.0.1:3000;", `proxy_pass http://127.0.0.1:${apiPort};`);
+    .replaceAll("proxy_pass http://127.0.0.1:3000;", `proxy_pass http://127.0.0.1:${apiPort};`);
   mkdirSync(join(root, "nginx"), { recursive: true });
   const asRoot = process.getuid?.() === 0;
   writeFileSync(
@@ -224,5 +224,29 @@ describe("production without Docker: systemd's PostgREST behind nginx with TLS",
     const page = await client.get("/demo/");
     expect(page.status).toBe(200);
     expect(page.text).toContain("<title>Todos");
+  });
+
+  it("limits password checks per client address (a login flood with fresh emails)", async () => {
+    const client = new TestClient(`https://localhost:${httpsPort}`, {
+      dispatcher: insecure,
+      retryBusy: false,
+    });
+    const statuses: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      const answer = await client.post("/rpc/login", {
+        email: `flood-${i}-${Date.now()}@example.com`,
+        password: "a guess 123",
+      });
+      statuses.push(answer.status);
+    }
+    // nginx's burst lets the first ones through to the database (401: no
+    // such account, or 429 from the module when its slots are busy); the
+    // rest are refused by nginx itself, before any hash.
+    const byNginx = statuses.filter((s) => s === 429).length;
+    expect(statuses.slice(0, 5)).toContain(401);
+    expect(byNginx).toBeGreaterThanOrEqual(15);
+    // Other endpoints are not limited: the API itself answers (401, no session).
+    const other = await client.get("/todos");
+    expect(other.status, other.text).toBe(401);
   });
 });
