@@ -119,20 +119,23 @@ function cacheRoot(): string {
   return join(xdg && xdg.length > 0 ? xdg : join(homedir(), ".cache"), "postgrest-sessions");
 }
 
-const INITDB_ARGS = [
-  `--username=${SUPERUSER}`,
-  "--no-locale",
-  "--encoding=UTF8",
-  "--nosync",
-  "--auth=trust",
-  "--no-instructions",
-  // 1 MB WAL segments instead of 16: a smaller data directory to copy.
-  "--wal-segsize=1",
-];
+function initdbArgs(bin: PgBinaries): string[] {
+  return [
+    `--username=${SUPERUSER}`,
+    "--no-locale",
+    "--encoding=UTF8",
+    "--nosync",
+    "--auth=trust",
+    // PostgreSQL 13's initdb does not know this option (it prints the hints).
+    ...(bin.major >= 14 ? ["--no-instructions"] : []),
+    // 1 MB WAL segments instead of 16: a smaller data directory to copy.
+    "--wal-segsize=1",
+  ];
+}
 
 function templateKey(bin: PgBinaries): string {
   return createHash("sha256")
-    .update(`${bin.binDir}\0${bin.version}\0${INITDB_ARGS.join(" ")}`)
+    .update(`${bin.binDir}\0${bin.version}\0${initdbArgs(bin).join(" ")}`)
     .digest("hex")
     .slice(0, 16);
 }
@@ -156,7 +159,7 @@ function initDataDir(
     }
     return "cache";
   }
-  runAsUser(user, join(bin.binDir, "initdb"), [`--pgdata=${dataDir}`, ...INITDB_ARGS], {
+  runAsUser(user, join(bin.binDir, "initdb"), [`--pgdata=${dataDir}`, ...initdbArgs(bin)], {
     TZ: "UTC",
   });
   if (useCache) {

@@ -89,7 +89,7 @@ function newestDebianBinDir(root = "/usr/lib/postgresql"): string | undefined {
  * them in a postinstall script, which npm 11 does not run unless approved.
  * Recreate any that are missing (relative links, as the package does).
  */
-function hydrateEmbeddedSymlinks(packageDir: string): void {
+export function hydrateEmbeddedSymlinks(packageDir: string): void {
   const listFile = join(packageDir, "native", "pg-symlinks.json");
   if (!existsSync(listFile)) return;
   const links = JSON.parse(readFileSync(listFile, "utf8")) as Array<{

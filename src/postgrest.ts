@@ -162,6 +162,11 @@ export async function startPostgrest(config: PostgrestConfig): Promise<Postgrest
     // One response cannot grow without bound (embedded rows add to it; the
     // statement timeout bounds those).
     PGRST_DB_MAX_ROWS: "1000",
+    // PostgREST 11 on PostgreSQL 13 would otherwise put each cookie and
+    // header in a setting of its own (request.cookie.<name>) instead of the
+    // JSON request.cookies the session module reads. PostgREST 12 dropped
+    // the option and ignores the variable.
+    PGRST_DB_USE_LEGACY_GUCS: "false",
     ...(config.publicUrl ? { PGRST_OPENAPI_SERVER_PROXY_URI: config.publicUrl } : {}),
     ...config.extraEnv,
   });
