@@ -1,0 +1,178 @@
+// Logging in to the real PostgreSQL as a door role: startup, password
+// authentication (SCRAM-SHA-256, MD5 or cleartext, whichever the server
+// asks for; none with trust), then the server's parameters and key, up to
+// its first ReadyForQuery. After that the socket is the client's, byte for
+// byte.
+
+import { createHash } from "node:crypto";
+import { connect as netConnect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
+import sasl from "pg/lib/crypto/sasl.js";
+import {
+  cancelRequest,
+  cstrings,
+  errorText,
+  MessageReader,
+  message,
+  SSL_REQUEST,
+  startupMessage,
+} from "./wire.js";
+
+export interface UpstreamAddress {
+  /** A Unix socket path (…/.s.PGSQL.5432), or host and port. */
+  socketPath?: string;
+  host?: string;
+  port: number;
+  database: string;
+  /** TLS towards PostgreSQL: off, or on (verifying the certificate unless `verify` is false). */
+  tls?: { verify: boolean; servername?: string };
+}
+
+export interface UpstreamConnection {
+  socket: Socket;
+  /** The server's ParameterStatus messages, raw, to hand to the client. */
+  parameterStatus: Buffer[];
+  /** The server's BackendKeyData, for cancelling this connection's queries. */
+  pid: number;
+  secret: number;
+  /** The ReadyForQuery message that ended the startup, raw. */
+  readyForQuery: Buffer;
+  /** Bytes that arrived after it (none, unless the server talks first). */
+  rest: Buffer;
+}
+
+/** An ErrorResponse from the server during startup (too many connections, a bad password). */
+export class UpstreamRefused extends Error {
+  constructor(
+    readonly raw: Buffer,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function rawConnect(address: UpstreamAddress): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = address.socketPath
+      ? netConnect({ path: address.socketPath })
+      : netConnect({ host: address.host ?? "127.0.0.1", port: address.port });
+    socket.once("connect", () => {
+      socket.off("error", reject);
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+    socket.once("error", reject);
+  });
+}
+
+async function withTls(socket: Socket, address: UpstreamAddress): Promise<Socket> {
+  if (!address.tls) return socket;
+  const request = Buffer.alloc(8);
+  request.writeInt32BE(8, 0);
+  request.writeInt32BE(SSL_REQUEST, 4);
+  socket.write(request);
+  const answer = await new Promise<Buffer>((resolve, reject) => {
+    socket.once("data", resolve);
+    socket.once("error", reject);
+  });
+  if (answer.toString("latin1", 0, 1) !== "S") {
+    socket.destroy();
+    throw new Error("the database refused TLS (sslmode=require in the gateway's database URL)");
+  }
+  const secure = tlsConnect({
+    socket,
+    rejectUnauthorized: address.tls.verify,
+    servername: address.tls.servername ?? address.host,
+  });
+  await new Promise<void>((resolve, reject) => {
+    secure.once("secureConnect", () => resolve());
+    secure.once("error", reject);
+  });
+  return secure;
+}
+
+/** Logs in as `user` with `password` and reads up to the first ReadyForQuery. */
+export async function openUpstream(
+  address: UpstreamAddress,
+  user: string,
+  password: string,
+  parameters: Record<string, string>,
+): Promise<UpstreamConnection> {
+  const socket = await withTls(await rawConnect(address), address);
+  const reader = new MessageReader(socket);
+  try {
+    socket.write(startupMessage({ ...parameters, user, database: address.database }));
+    let scram: ReturnType<typeof sasl.startSession> | undefined;
+    const parameterStatus: Buffer[] = [];
+    let pid = 0;
+    let secret = 0;
+    for (;;) {
+      const { type, body, raw } = await reader.next();
+      if (type === "E") {
+        const { code, message: text } = errorText(body);
+        throw new UpstreamRefused(raw, code, text);
+      }
+      if (type === "R") {
+        const kind = body.readInt32BE(0);
+        if (kind === 0) continue;
+        if (kind === 3) {
+          socket.write(message("p", Buffer.from(`${password}\0`, "utf8")));
+        } else if (kind === 5) {
+          const inner = createHash("md5")
+            .update(password + user)
+            .digest("hex");
+          const outer = createHash("md5")
+            .update(Buffer.concat([Buffer.from(inner), body.subarray(4, 8)]))
+            .digest("hex");
+          socket.write(message("p", Buffer.from(`md5${outer}\0`, "latin1")));
+        } else if (kind === 10) {
+          scram = sasl.startSession(cstrings(body, 4).filter((m) => m !== ""));
+          const initial = Buffer.from(scram.response, "utf8");
+          const length = Buffer.alloc(4);
+          length.writeInt32BE(initial.length, 0);
+          socket.write(
+            message("p", Buffer.concat([Buffer.from(`${scram.mechanism}\0`), length, initial])),
+          );
+        } else if (kind === 11 && scram) {
+          await sasl.continueSession(scram, password, body.toString("utf8", 4));
+          socket.write(message("p", Buffer.from(scram.response, "utf8")));
+        } else if (kind === 12 && scram) {
+          sasl.finalizeSession(scram, body.toString("utf8", 4));
+        } else {
+          throw new Error(
+            `the database asked for an authentication method the gateway lacks (${kind})`,
+          );
+        }
+        continue;
+      }
+      if (type === "S") parameterStatus.push(raw);
+      else if (type === "K") {
+        pid = body.readInt32BE(0);
+        secret = body.readInt32BE(4);
+      } else if (type === "Z") {
+        return { socket, parameterStatus, pid, secret, readyForQuery: raw, rest: reader.release() };
+      }
+      // NoticeResponse and anything else during startup: not the client's business.
+    }
+  } catch (error) {
+    reader.release();
+    socket.destroy();
+    throw error;
+  }
+}
+
+/** Asks the server to cancel the query running on the connection with this key. */
+export async function cancelUpstream(
+  address: UpstreamAddress,
+  pid: number,
+  secret: number,
+): Promise<void> {
+  let socket: Socket | undefined;
+  try {
+    socket = await withTls(await rawConnect(address), address);
+    socket.end(cancelRequest(pid, secret));
+  } catch {
+    socket?.destroy();
+  }
+}
