@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { Command } from "commander";
 import { applyExitCodes } from "./commands/common.js";
 import { deployLocalCommand } from "./commands/deploy-local.js";
+import { gatewayCommand } from "./commands/gateway.js";
 import { initCommand } from "./commands/init.js";
 import { md2sqlCommand } from "./commands/md2sql.js";
 import { migrateCommand } from "./commands/migrate.js";
@@ -26,7 +27,8 @@ export function buildProgram(): Command {
     .addCommand(deployLocalCommand())
     .addCommand(migrateCommand())
     .addCommand(postgrestConfCommand())
-    .addCommand(postgrestCommand());
+    .addCommand(postgrestCommand())
+    .addCommand(gatewayCommand());
   applyExitCodes(program);
   return program;
 }

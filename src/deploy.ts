@@ -1,9 +1,13 @@
 // deploy-local as a library: a throwaway cluster, the document loaded into a
 // fresh database, its pgTAP suite run, and PostgREST serving it.
 
+import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import pg from "pg";
 import { type Cluster, startCluster } from "./cluster.js";
+import { type ConnectBackend, startConnectBackend } from "./gateway/pgweb.js";
+import { randomPassword, scramVerifier } from "./gateway/scram.js";
+import { type AccessTokenOptions, type Gateway, startGateway } from "./gateway/server.js";
 import { loadSql, type SqlSource } from "./loader.js";
 import type { CompiledDocument } from "./md2sql.js";
 import { pgTapInstallHint } from "./pgbin.js";
@@ -54,6 +58,14 @@ export interface LocalDeploymentOptions {
   database?: string;
   /** Further PGRST_* settings for PostgREST. */
   postgrestEnv?: Record<string, string>;
+  /**
+   * The database doors (default true, when the documents have them and the
+   * cluster is a throwaway one): the wire-protocol gateway and pgweb's
+   * connect backend, on these ports (default: free ones).
+   */
+  gateway?: boolean;
+  gatewayPort?: number;
+  pgwebBackendPort?: number;
   /** Progress lines; default: none. */
   log?: (line: string) => void;
 }
@@ -79,12 +91,84 @@ export interface LocalDeployment {
   readonly pgtap: Promise<PgTapRun | undefined>;
   /** Why tests were not loaded, when they were asked for and were not. */
   readonly testsSkippedBecause: string | undefined;
+  /** The database doors, when started (see LocalDeploymentOptions.gateway). */
+  readonly doors: LocalDoors | undefined;
   /** A new superuser connection to the application database; the caller ends it. */
   connect(): Promise<pg.Client>;
   stop(): Promise<void>;
 }
 
+export interface LocalDoors {
+  gateway: Gateway;
+  pgweb: ConnectBackend;
+  /** The connect token pgweb must be started with. */
+  pgwebToken: string;
+  /** A psql command for this user through the gateway. */
+  psqlCommand(user: string): string;
+}
+
 export const DEFAULT_DATABASE = "app";
+
+/** Starts the gateway and pgweb's backend for a deployment's database, if it has doors. */
+export async function startDoors(
+  cluster: Cluster,
+  database: string,
+  options: {
+    gatewayPort?: number;
+    pgwebBackendPort?: number;
+    accessTokens?: AccessTokenOptions;
+    log: (line: string) => void;
+  },
+): Promise<LocalDoors | undefined> {
+  const admin = new pg.Client(cluster.connectionConfig(database));
+  admin.on("error", () => {});
+  await admin.connect();
+  const password = randomPassword();
+  try {
+    const { rows } = await admin.query(
+      "select to_regprocedure('auth.door_open(text, text, text, text, text)') is not null as present",
+    );
+    if (!rows[0]?.present) return undefined;
+    // The verifier only: the password reaches no statement and no log.
+    await admin.query(
+      `alter role gateway password ${admin.escapeLiteral(await scramVerifier(password))}`,
+    );
+  } finally {
+    await admin.end();
+  }
+  const config = cluster.connectionConfig(database);
+  const host = String(config.host ?? "127.0.0.1");
+  const port = Number(config.port ?? 5432);
+  const gateway = await startGateway({
+    control: { ...config, user: "gateway", password },
+    upstream: host.startsWith("/")
+      ? { socketPath: `${host}/.s.PGSQL.${port}`, port, database }
+      : { host, port, database },
+    ...(options.gatewayPort ? { port: options.gatewayPort } : {}),
+    ...(options.accessTokens ? { accessTokens: options.accessTokens } : {}),
+    log: options.log,
+  });
+  const pgwebToken = randomBytes(24).toString("base64url");
+  let pgweb: ConnectBackend;
+  try {
+    pgweb = await startConnectBackend({
+      gateway,
+      token: pgwebToken,
+      ...(options.pgwebBackendPort ? { port: options.pgwebBackendPort } : {}),
+      log: options.log,
+    });
+  } catch (error) {
+    await gateway.close();
+    throw error;
+  }
+  return {
+    gateway,
+    pgweb,
+    pgwebToken,
+    psqlCommand: (user) =>
+      `psql "host=${gateway.host} port=${gateway.port} dbname=${database} user=${user}"`,
+  };
+}
 
 /**
  * Session settings (columns of auth.settings) that make the app usable over
@@ -264,7 +348,30 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     });
     proxy.setTarget(postgrest.port);
     log(`PostgREST ready in ${elapsed(postgrestStarted)} (total ${elapsed(started)})`);
+    let doors: LocalDoors | undefined;
+    if ((options.gateway ?? true) && !options.existingServer) {
+      try {
+        doors = await startDoors(cluster, database, {
+          ...(options.gatewayPort ? { gatewayPort: options.gatewayPort } : {}),
+          ...(options.pgwebBackendPort ? { pgwebBackendPort: options.pgwebBackendPort } : {}),
+          ...(options.sso && ssoEnv.PGRST_JWT_SECRET
+            ? {
+                accessTokens: {
+                  issuer: options.sso.issuer,
+                  audience: options.sso.audience,
+                  jwks: ssoEnv.PGRST_JWT_SECRET,
+                },
+              }
+            : {}),
+          log,
+        });
+      } catch (error) {
+        await postgrest.stop();
+        throw error;
+      }
+    }
     return {
+      doors,
       cluster,
       postgrest,
       proxy,
@@ -282,6 +389,8 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
       },
       stop: async () => {
         await proxy.close();
+        await doors?.pgweb.close();
+        await doors?.gateway.close();
         await postgrest.stop();
         await cluster.stop();
       },

@@ -3,7 +3,7 @@
 
 import { Command, Option } from "commander";
 import { setSignalExitCode } from "../cleanup.js";
-import { deployLocal, type LocalDeploymentOptions } from "../deploy.js";
+import { deployLocal, type LocalDeployment, type LocalDeploymentOptions } from "../deploy.js";
 import type { IdentityMode } from "../postgrest.js";
 import { describeDocuments, projectDocuments } from "../project.js";
 import { watchDocument } from "../watch.js";
@@ -24,6 +24,29 @@ interface DeployLocalFlags {
   oidcIssuer?: string;
   oidcAudience?: string;
   oidcKeys?: string;
+  gateway: boolean;
+  gatewayPort?: string;
+  pgwebBackendPort?: string;
+}
+
+/** How to use the database doors, for the first user of the fixtures. */
+async function doorLines(deployment: LocalDeployment): Promise<string[]> {
+  const doors = deployment.doors;
+  if (!doors) return [];
+  const client = await deployment.connect();
+  let user = "<email>";
+  try {
+    const { rows } = await client.query<{ email: string }>(
+      "select email from auth.users order by user_id limit 1",
+    );
+    user = rows[0]?.email ?? user;
+  } finally {
+    await client.end();
+  }
+  return [
+    `gateway: ${doors.psqlCommand(user)}   (password: the account's, or a session token)`,
+    `pgweb:   pgweb --sessions --lock-session --connect-backend ${doors.pgweb.url} --connect-token ${doors.pgwebToken}`,
+  ];
 }
 
 function progress(line: string): void {
@@ -82,6 +105,9 @@ export function deployLocalCommand(): Command {
         "the providers' JSON Web Key Set from a file instead of discovery",
       ).env("OIDC_KEYS_FILE"),
     )
+    .option("--no-gateway", "do not start the database doors (the psql gateway and pgweb's backend)")
+    .option("--gateway-port <port>", "the gateway's port on 127.0.0.1 (default: a free one)")
+    .option("--pgweb-backend-port <port>", "pgweb's connect backend's port (default: a free one)")
     .option(
       "-m, --migrations-dir <dir>",
       "the document's migrations, NNN-name.sql.md, applied after it (default: migrations/ beside the document)",
@@ -99,6 +125,8 @@ export function deployLocalCommand(): Command {
         const problems: string[] = [];
         const port = parsePort(flags.port, "--port (or PORT)", problems);
         const pgPort = parsePort(flags.pgPort, "--pg-port", problems);
+        const gatewayPort = parsePort(flags.gatewayPort, "--gateway-port", problems);
+        const pgwebBackendPort = parsePort(flags.pgwebBackendPort, "--pgweb-backend-port", problems);
         const sso = ssoOptions(flags, problems);
         if (flags.runTests !== undefined && !flags.watch) {
           problems.push("--run-tests needs --watch");
@@ -116,6 +144,9 @@ export function deployLocalCommand(): Command {
           postgres: flags.postgres,
           identity: flags.identity,
           ...(sso ? { sso } : {}),
+          gateway: flags.gateway,
+          ...(gatewayPort ? { gatewayPort } : {}),
+          ...(pgwebBackendPort ? { pgwebBackendPort } : {}),
         };
         // Ctrl-C is how this command is meant to end: a clean stop is a success.
         setSignalExitCode(() => 0);
@@ -147,11 +178,12 @@ export function deployLocalCommand(): Command {
         }
         const deployment = await deployLocal(options);
         const seconds = ((performance.now() - started) / 1000).toFixed(2);
-        const { cluster, postgrest } = deployment;
+        const { cluster, postgrest, doors } = deployment;
         const lines = [
           `ready: ${deployment.url} serves ${describeDocuments(deployment.documents)} (${seconds} s)`,
           ...(deployment.demoUrl ? [`demo:  ${deployment.demoUrl}`] : []),
           `psql:  ${cluster.psqlCommand(deployment.database)}`,
+          ...(doors ? await doorLines(deployment) : []),
           `logs:  ${cluster.logFile} ${postgrest.logFile}`,
           "Press Ctrl-C to stop and remove everything.",
         ];

@@ -1,0 +1,191 @@
+// postgrest-sessions gateway: the database doors for a deployment. psql and
+// other PostgreSQL clients log in with an email and an account password, a
+// session token or an access token; pgweb through its connect backend. See
+// sessions.sql.md, "Database doors", and the README.
+
+import { readFileSync } from "node:fs";
+import { Command, Option } from "commander";
+import { parse as parseConnectionString } from "pg-connection-string";
+import { registerCleanup, setSignalExitCode } from "../cleanup.js";
+import { startConnectBackend } from "../gateway/pgweb.js";
+import { startGateway } from "../gateway/server.js";
+import type { UpstreamAddress } from "../gateway/upstream.js";
+import { providerKeys } from "../sso.js";
+import { assertNoProblems, runAction, ssoOptions } from "./common.js";
+
+interface GatewayFlags {
+  databaseUrl?: string;
+  listen: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  oidcIssuer?: string;
+  oidcAudience?: string;
+  oidcKeys?: string;
+  pgwebToken?: string;
+  pgwebListen: string;
+  publicAddress?: string;
+}
+
+/** "host:port", "[v6]:port" or ":port" (all interfaces). */
+export function parseAddress(
+  text: string,
+  name: string,
+  problems: string[],
+): { host: string; port: number } | undefined {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text);
+  const port = Number(match?.[3]);
+  if (!match || !Number.isInteger(port) || port < 1 || port > 65535) {
+    problems.push(`${name} must be host:port (e.g. 127.0.0.1:6432), got "${text}"`);
+    return undefined;
+  }
+  return { host: match[1] ?? (match[2] || "0.0.0.0"), port };
+}
+
+/** Where door roles log in, from the gateway's own database URL. */
+export function upstreamFromUrl(url: string, problems: string[]): UpstreamAddress | undefined {
+  let parsed: ReturnType<typeof parseConnectionString>;
+  try {
+    parsed = parseConnectionString(url);
+  } catch (error) {
+    problems.push(`--database-url is not a PostgreSQL URL: ${(error as Error).message}`);
+    return undefined;
+  }
+  if (!parsed.database) {
+    problems.push("--database-url must name the application's database");
+    return undefined;
+  }
+  const port = Number(parsed.port ?? 5432);
+  const host = parsed.host ?? "localhost";
+  const sslmode = new URL(url.replace(/^postgres(ql)?:/, "http:")).searchParams.get("sslmode");
+  const tls =
+    sslmode === "require" || sslmode === "verify-ca" || sslmode === "verify-full"
+      ? { verify: sslmode !== "require" }
+      : undefined;
+  return host.startsWith("/")
+    ? { socketPath: `${host}/.s.PGSQL.${port}`, port, database: parsed.database }
+    : { host, port, database: parsed.database, ...(tls ? { tls } : {}) };
+}
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+export function gatewayCommand(): Command {
+  return new Command("gateway")
+    .summary("let psql, other PostgreSQL clients and pgweb in with the app's users and sessions")
+    .description(
+      "A PostgreSQL wire-protocol gateway in front of the app's database. Clients log in with an email " +
+        "as the user name and, as the password, the account's password, a live session token or an " +
+        "identity provider's access token; each connection then runs as that user's own database role, " +
+        "under the same Row Level Security as the API, and ends within a second of the session's end. " +
+        "With --pgweb-token it also serves pgweb's connect backend.",
+    )
+    .addOption(
+      new Option(
+        "--database-url <url>",
+        "the app's database, as the gateway role (postgres://gateway:PASSWORD@host:5432/app; sslmode honoured)",
+      ).env("GATEWAY_DATABASE_URL"),
+    )
+    .addOption(
+      new Option("--listen <host:port>", "where clients connect")
+        .env("GATEWAY_LISTEN")
+        .default("127.0.0.1:6432"),
+    )
+    .option("--tls-cert <file>", "a PEM certificate chain, offered to clients (sslmode=require)")
+    .option("--tls-key <file>", "its PEM private key")
+    .addOption(
+      new Option("--oidc-issuer <url>", "accept access tokens from this identity provider").env(
+        "OIDC_ISSUER",
+      ),
+    )
+    .addOption(
+      new Option("--oidc-audience <aud>", "the audience its tokens must carry").env(
+        "OIDC_AUDIENCE",
+      ),
+    )
+    .addOption(
+      new Option("--oidc-keys <file>", "its JSON Web Key Set from a file instead of discovery").env(
+        "OIDC_KEYS_FILE",
+      ),
+    )
+    .addOption(
+      new Option(
+        "--pgweb-token <secret>",
+        "serve pgweb's connect backend, for pgweb started with --connect-token <secret> (16 characters or more)",
+      ).env("PGWEB_CONNECT_TOKEN"),
+    )
+    .addOption(
+      new Option("--pgweb-listen <host:port>", "where pgweb's connect backend listens")
+        .env("PGWEB_BACKEND_LISTEN")
+        .default("127.0.0.1:6433"),
+    )
+    .option(
+      "--public-address <host:port>",
+      "the gateway's address as pgweb reaches it, for the database URLs it is given (default: --listen)",
+    )
+    .action((flags: GatewayFlags) =>
+      runAction(async () => {
+        const problems: string[] = [];
+        if (!flags.databaseUrl) problems.push("--database-url (or GATEWAY_DATABASE_URL) is required");
+        const listen = parseAddress(flags.listen, "--listen", problems);
+        const pgwebListen = parseAddress(flags.pgwebListen, "--pgweb-listen", problems);
+        const publicAddress = flags.publicAddress
+          ? parseAddress(flags.publicAddress, "--public-address", problems)
+          : undefined;
+        const upstream = flags.databaseUrl ? upstreamFromUrl(flags.databaseUrl, problems) : undefined;
+        if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
+          problems.push("--tls-cert and --tls-key go together");
+        }
+        if (flags.pgwebToken !== undefined && flags.pgwebToken.length < 16) {
+          problems.push("--pgweb-token must be at least 16 characters");
+        }
+        const sso = ssoOptions(flags, problems);
+        assertNoProblems(problems);
+        const tls =
+          flags.tlsCert && flags.tlsKey
+            ? { cert: readFileSync(flags.tlsCert), key: readFileSync(flags.tlsKey) }
+            : undefined;
+        const gateway = await startGateway({
+          control: { connectionString: flags.databaseUrl as string },
+          upstream: upstream as UpstreamAddress,
+          host: listen?.host as string,
+          port: listen?.port as number,
+          ...(tls ? { tls } : {}),
+          ...(sso
+            ? {
+                accessTokens: {
+                  issuer: sso.issuer,
+                  audience: sso.audience,
+                  jwks: await providerKeys(sso),
+                },
+              }
+            : {}),
+          log,
+        });
+        registerCleanup({ name: "the gateway", stop: () => gateway.close(), lastResort: () => {} });
+        setSignalExitCode(() => 0);
+        log(
+          `gateway: listening on ${gateway.host}:${gateway.port} for the database "${gateway.database}"` +
+            `${tls ? " (TLS offered)" : ""}${sso ? `, access tokens from ${sso.issuer}` : ""}`,
+        );
+        if (flags.pgwebToken) {
+          const backend = await startConnectBackend({
+            gateway,
+            token: flags.pgwebToken,
+            host: pgwebListen?.host as string,
+            port: pgwebListen?.port as number,
+            ...(publicAddress
+              ? { publicHost: publicAddress.host, publicPort: publicAddress.port }
+              : {}),
+            log,
+          });
+          registerCleanup({
+            name: "pgweb's connect backend",
+            stop: () => backend.close(),
+            lastResort: () => {},
+          });
+          log(`pgweb connect backend: ${backend.url}`);
+        }
+      }),
+    );
+}
