@@ -105,7 +105,10 @@ export function deployLocalCommand(): Command {
         "the providers' JSON Web Key Set from a file instead of discovery",
       ).env("OIDC_KEYS_FILE"),
     )
-    .option("--no-gateway", "do not start the database doors (the psql gateway and pgweb's backend)")
+    .option(
+      "--no-gateway",
+      "do not start the database doors (the psql gateway and pgweb's backend)",
+    )
     .option("--gateway-port <port>", "the gateway's port on 127.0.0.1 (default: a free one)")
     .option("--pgweb-backend-port <port>", "pgweb's connect backend's port (default: a free one)")
     .option(
@@ -126,7 +129,11 @@ export function deployLocalCommand(): Command {
         const port = parsePort(flags.port, "--port (or PORT)", problems);
         const pgPort = parsePort(flags.pgPort, "--pg-port", problems);
         const gatewayPort = parsePort(flags.gatewayPort, "--gateway-port", problems);
-        const pgwebBackendPort = parsePort(flags.pgwebBackendPort, "--pgweb-backend-port", problems);
+        const pgwebBackendPort = parsePort(
+          flags.pgwebBackendPort,
+          "--pgweb-backend-port",
+          problems,
+        );
         const sso = ssoOptions(flags, problems);
         if (flags.runTests !== undefined && !flags.watch) {
           problems.push("--run-tests needs --watch");

@@ -126,13 +126,16 @@ export function gatewayCommand(): Command {
     .action((flags: GatewayFlags) =>
       runAction(async () => {
         const problems: string[] = [];
-        if (!flags.databaseUrl) problems.push("--database-url (or GATEWAY_DATABASE_URL) is required");
+        if (!flags.databaseUrl)
+          problems.push("--database-url (or GATEWAY_DATABASE_URL) is required");
         const listen = parseAddress(flags.listen, "--listen", problems);
         const pgwebListen = parseAddress(flags.pgwebListen, "--pgweb-listen", problems);
         const publicAddress = flags.publicAddress
           ? parseAddress(flags.publicAddress, "--public-address", problems)
           : undefined;
-        const upstream = flags.databaseUrl ? upstreamFromUrl(flags.databaseUrl, problems) : undefined;
+        const upstream = flags.databaseUrl
+          ? upstreamFromUrl(flags.databaseUrl, problems)
+          : undefined;
         if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
           problems.push("--tls-cert and --tls-key go together");
         }

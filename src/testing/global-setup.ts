@@ -32,6 +32,10 @@ export interface Provider {
   provide(key: "apiUrl" | "clusterDir", value: string): void;
   provide(key: "database", value: ClientConfig): void;
   provide(key: "pgtap", value: PgTapRun | undefined): void;
+  provide(
+    key: "doors",
+    value: { host: string; port: number; pgwebUrl: string; pgwebToken: string } | undefined,
+  ): void;
 }
 
 function canInstallPackages(): boolean {
@@ -74,6 +78,7 @@ async function useExistingDeployment(project: Provider): Promise<boolean> {
   project.provide("apiUrl", apiUrl.replace(/\/$/, ""));
   project.provide("database", { connectionString: databaseUrl });
   project.provide("clusterDir", "");
+  project.provide("doors", undefined);
   process.stderr.write(`testing the existing deployment at ${apiUrl}\n`);
   return true;
 }
@@ -107,6 +112,18 @@ export async function setup(project: Provider): Promise<void> {
   project.provide("database", deployment.cluster.connectionConfig(deployment.database));
   project.provide("clusterDir", deployment.cluster.dir);
   project.provide("pgtap", await deployment.pgtap);
+  const doors = deployment.doors;
+  project.provide(
+    "doors",
+    doors
+      ? {
+          host: doors.gateway.host,
+          port: doors.gateway.port,
+          pgwebUrl: doors.pgweb.url,
+          pgwebToken: doors.pgwebToken,
+        }
+      : undefined,
+  );
 }
 
 export async function teardown(): Promise<void> {

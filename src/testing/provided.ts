@@ -11,5 +11,7 @@ declare module "vitest" {
     clusterDir: string;
     /** The in-database suite's results from loading the documents. */
     pgtap: PgTapRun | undefined;
+    /** The database doors, when the deployment has them (undefined against TEST_API_URL). */
+    doors: { host: string; port: number; pgwebUrl: string; pgwebToken: string } | undefined;
   }
 }
