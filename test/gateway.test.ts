@@ -27,11 +27,19 @@ import {
 const api = inject("apiUrl");
 const provided = inject("doors");
 if (!provided) {
-  throw new Error(
-    "the database doors are not running: the test deployment must start them (deploy-local without --no-gateway)",
+  if (!process.env.TEST_API_URL) {
+    throw new Error(
+      "the database doors are not running: the test deployment must start them (deploy-local without --no-gateway)",
+    );
+  }
+  process.stderr.write(
+    `\n*** SKIPPED test/gateway.test.ts: testing the existing deployment at ${process.env.TEST_API_URL}, ` +
+      "whose gateway this run does not know. ***\n\n",
   );
 }
-const doors = provided;
+const doors = provided ?? { host: "", port: 0, pgwebUrl: "", pgwebToken: "" };
+const suite = provided ? describe : describe.skip;
+const test = provided ? it : it.skip;
 const door = { host: doors.host, port: doors.port };
 
 /** Descriptions of the todos GET /todos shows this user, sorted. */
@@ -59,7 +67,7 @@ async function auditCount(event: string, userAgentLike: string): Promise<number>
   return row?.n ?? 0;
 }
 
-describe("logging in through the gateway", () => {
+suite("logging in through the gateway", () => {
   it("psql with the account password sees exactly the rows the API shows", async () => {
     const user = await newUser(api, "door-psql");
     const other = await newUser(api, "door-psql-other");
@@ -174,7 +182,7 @@ describe("logging in through the gateway", () => {
   });
 });
 
-describe("psql works as it does against PostgreSQL", () => {
+suite("psql works as it does against PostgreSQL", () => {
   it("describes objects, runs transactions and copies data", async () => {
     const user = await newUser(api, "door-features");
     const script = [
@@ -254,7 +262,7 @@ describe("psql works as it does against PostgreSQL", () => {
   });
 });
 
-describe("refusals", () => {
+suite("refusals", () => {
   it("wrong passwords, dead, revoked and foreign session tokens are refused and audited", async () => {
     const user = await newUser(api, "door-refused");
     const other = await newUser(api, "door-refused-other");
@@ -304,7 +312,7 @@ describe("refusals", () => {
   });
 });
 
-describe("identity that SQL cannot change", () => {
+suite("identity that SQL cannot change", () => {
   it("every escape attempt fails and the identity stays the same", async () => {
     const user = await newUser(api, "door-escape");
     const victim = await newUser(api, "door-victim");
@@ -385,7 +393,7 @@ describe("identity that SQL cannot change", () => {
   });
 });
 
-describe("revocation", () => {
+suite("revocation", () => {
   async function liveUntilGone(user: { email: string }, password: string) {
     const psql = livePsql(door, user.email, password);
     let stdout = "";
@@ -462,7 +470,7 @@ describe("revocation", () => {
   });
 });
 
-describe("pgweb's connect backend", () => {
+suite("pgweb's connect backend", () => {
   /** The request exactly as pgweb's connect.Backend.FetchCredential sends it. */
   function pgwebRequest(ticket: string, token: string, headers?: Record<string, string>) {
     const body: { resource: string; token: string; headers?: Record<string, string> } = {
@@ -551,7 +559,7 @@ describe("pgweb's connect backend", () => {
   });
 });
 
-describe("TLS", () => {
+suite("TLS", () => {
   let certDir: string;
   let address: string | undefined;
 
@@ -628,7 +636,7 @@ describe("TLS", () => {
   });
 });
 
-it("audits door logins with the client they came from", async () => {
+test("audits door logins with the client they came from", async () => {
   const user = await newUser(api, "door-audit");
   await runPsql(door, user.email, user.password, ["-c", "select 1"]);
   expect(await auditCount("door_login", "psql from 127.0.0.1")).toBeGreaterThan(0);
