@@ -12,6 +12,7 @@ import { postgrestConf } from "../src/commands/postgrest-conf.js";
 import { deployLocal, type LocalDeployment } from "../src/deploy.js";
 import { findPostgrestBinary, freePort } from "../src/postgrest.js";
 import { PASSWORD, TestClient, uniqueEmail } from "./support/client.js";
+import { connectPg, loginError } from "./support/gateway.js";
 import { type IdentityProvider, startIdentityProvider } from "./support/identity-provider.js";
 
 let idp: IdentityProvider;
@@ -236,5 +237,63 @@ describe("login with an identity provider's token", () => {
       postgrest.kill("SIGTERM");
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("an access token as the database password (the gateway)", () => {
+  async function signedUp(): Promise<{ sub: string; email: string }> {
+    const sub = subject();
+    const response = await loginWithToken(new TestClient(api), await idp.sign(sub));
+    expect(response.status, response.text).toBe(200);
+    return { sub, email: `${sub}@sso.example` };
+  }
+
+  function door() {
+    const doors = deployment.doors;
+    if (!doors) throw new Error("the SSO deployment started no gateway");
+    return { host: doors.gateway.host, port: doors.gateway.port };
+  }
+
+  it("logs a linked identity in as its user, in a session of its own", async () => {
+    const { sub, email } = await signedUp();
+    const client = await connectPg(door(), email, await idp.sign(sub, { alg: "ES256" }));
+    const { rows } = await client.query<{ email: string; via: string }>(
+      `select u.email, s.via from api."current_user"() u, auth.my_sessions() s
+        where s.via = 'database: access token'`,
+    );
+    expect(rows).toEqual([{ email, via: "database: access token" }]);
+    await client.end();
+  });
+
+  it.each([
+    ["an expired token", (sub: string) => idp.sign(sub, { expiresIn: -60 })],
+    ["a token not valid yet", (sub: string) => idp.sign(sub, { notBefore: 600 })],
+    [
+      "a token for another audience",
+      (sub: string) => idp.sign(sub, { claims: { aud: "another-app" } }),
+    ],
+    ["a token without an audience", (sub: string) => idp.sign(sub, { claims: { aud: undefined } })],
+    ["a token without an expiry", (sub: string) => idp.sign(sub, { claims: { exp: undefined } })],
+    [
+      "a token from another issuer",
+      (sub: string) => idp.sign(sub, { claims: { iss: "https://evil.example" } }),
+    ],
+    ["a token with a bad signature", (sub: string) => idp.sign(sub, { foreignKey: true })],
+    ["an unsigned token (alg none)", async (sub: string) => idp.unsigned(sub)],
+    ["an HS256 token signed with the public key", (sub: string) => idp.hs256WithPublicKey(sub)],
+  ])("refuses %s", async (_name, makeToken) => {
+    const { sub, email } = await signedUp();
+    const error = await loginError(door(), email, await makeToken(sub));
+    expect(error?.code).toBe("28P01");
+  });
+
+  it("refuses another user's valid token, and a token of an identity never linked", async () => {
+    const first = await signedUp();
+    const second = await signedUp();
+    expect((await loginError(door(), first.email, await idp.sign(second.sub)))?.code).toBe("28P01");
+    const stranger = subject();
+    expect(
+      (await loginError(door(), `${stranger}@sso.example`, await idp.sign(stranger)))?.code,
+    ).toBe("28P01");
   });
 });
