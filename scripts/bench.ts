@@ -40,6 +40,7 @@ import {
   type PostgrestProcess,
   startPostgrest,
 } from "../src/postgrest.js";
+import { type GatewayBench, measureGateway } from "./bench-gateway.js";
 
 const USAGE = `usage: npm run bench -- [options]
   --duration SECONDS   length of each measurement (default 4)
@@ -48,6 +49,8 @@ const USAGE = `usage: npm run bench -- [options]
   --flood-rate N       requests per second of each attacker flood (default 100)
   --out FILE           the JSON results; the chart goes to FILE with .svg
                        (default bench-results.json)
+  --only gateway       measure only the database doors (connection set-up and
+                       query throughput through the gateway)
 `;
 
 function parseOptions() {
@@ -59,6 +62,7 @@ function parseOptions() {
         connections: { type: "string", default: "10" },
         out: { type: "string", default: "bench-results.json" },
         "flood-rate": { type: "string", default: "100" },
+        only: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -86,6 +90,10 @@ const rounds = Math.round(positiveNumber("rounds", values.rounds));
 const connections = Math.round(positiveNumber("connections", values.connections));
 const floodRate = Math.round(positiveNumber("flood-rate", values["flood-rate"]));
 const outFile = values.out as string;
+if (values.only !== undefined && values.only !== "gateway") {
+  process.stderr.write(`--only takes "gateway", got "${values.only}"\n${USAGE}`);
+  process.exit(2);
+}
 
 const JWT_SECRET = "benchmark-only-secret-with-at-least-32-characters";
 const PASSWORD = "benchmark password";
@@ -633,6 +641,15 @@ ${bars}
 `;
 }
 
+function gatewayLines(gateway: GatewayBench): string[] {
+  return [
+    `database doors (the gateway), ${gateway.concurrency} connections:`,
+    `  connect with a session token  p50 ${gateway.connect_p50_ms.toFixed(1)} ms, p99 ${gateway.connect_p99_ms.toFixed(1)} ms (goal p50 < 20 ms${gateway.connect_p50_ms < 20 ? ", met" : ", MISSED"}; directly p50 ${gateway.direct_connect_p50_ms.toFixed(1)} ms)`,
+    `  select 1 through the gateway  ${gateway.gateway_qps.toFixed(0)}/s, directly ${gateway.direct_qps.toFixed(0)}/s: ${gateway.gateway_over_direct.toFixed(3)} of direct (goal >= 0.9${gateway.gateway_over_direct >= 0.9 ? ", met" : ", MISSED"})`,
+    `  a 20,000-row sum               ${gateway.heavier.gateway_qps.toFixed(0)}/s, directly ${gateway.heavier.direct_qps.toFixed(0)}/s: ${gateway.heavier.gateway_over_direct.toFixed(3)} of direct`,
+  ];
+}
+
 async function main(): Promise<void> {
   const started = performance.now();
   log("deploying the project ...");
@@ -640,10 +657,34 @@ async function main(): Promise<void> {
   const db = await deployment.connect();
   let processes: PostgrestProcess[] = [];
   try {
-    const sessionUser = await registerBenchUser(
-      deployment.postgrest.url,
-      `bench-${Date.now()}@example.com`,
-    );
+    const benchEmail = `bench-${Date.now()}@example.com`;
+    const sessionUser = await registerBenchUser(deployment.postgrest.url, benchEmail);
+    const doorUser = {
+      email: benchEmail,
+      token: sessionUser.cookie.replace(/^session_token=/, ""),
+    };
+    const gatewayOptions = {
+      clients: connections,
+      seconds: duration,
+      rounds: Math.max(3, Math.ceil(rounds / 2)),
+      log,
+    };
+    if (values.only === "gateway") {
+      log("database doors");
+      const gateway = await measureGateway(deployment, doorUser, gatewayOptions);
+      const result = {
+        machine: {
+          cores: availableParallelism(),
+          cpu: cpus()[0]?.model ?? "unknown",
+          node: process.version,
+        },
+        gateway,
+        total_seconds: Math.round((performance.now() - started) / 1000),
+      };
+      writeFileSync(outFile, `${JSON.stringify(result, null, 2)}\n`);
+      process.stdout.write(`${gatewayLines(gateway).join("\n")}\nwrote ${outFile}\n`);
+      return;
+    }
     const owner = await registerBenchUser(
       deployment.postgrest.url,
       `owner-${Date.now()}@example.com`,
@@ -693,6 +734,8 @@ async function main(): Promise<void> {
     });
     log("login capacity");
     const capacity = await measureLoginCapacity(prerequestUrl, db);
+    log("database doors");
+    const gateway = await measureGateway(deployment, doorUser, gatewayOptions);
 
     const rps = (name: VariantName) => median(samples[name].map((s) => s.rps));
     // Ratios taken round by round (each round runs every variant back to
@@ -771,6 +814,9 @@ async function main(): Promise<void> {
       flood_p99_ratio: worst,
       spread: largestSpread,
       capacity,
+      gateway,
+      gateway_connect_p50_ms: gateway.connect_p50_ms,
+      gateway_over_direct: gateway.gateway_over_direct,
       goals: {
         inline_over_cached_jwt: 0.97,
         inline_over_ceiling: 0.95,
@@ -778,6 +824,8 @@ async function main(): Promise<void> {
         large_over_small: 0.95,
         writes_per_request: 0,
         flood_p99_ratio: 2,
+        gateway_connect_p50_ms: 20,
+        gateway_over_direct: 0.9,
       },
       total_seconds: Math.round((performance.now() - started) / 1000),
     };
@@ -850,6 +898,8 @@ function printReport(result: any, chartFile: string): void {
       (c: { concurrency: number; logins_per_second: number; busy_answers: number }) =>
         `  ${String(c.concurrency).padStart(2)} clients: ${c.logins_per_second.toFixed(1)}/s (${c.busy_answers} told to come back)`,
     ),
+    "",
+    ...gatewayLines(result.gateway),
     "",
     `wrote ${outFile} and ${chartFile} (${result.total_seconds} s)`,
   ];

@@ -56,7 +56,7 @@ export function upstreamFromUrl(url: string, problems: string[]): UpstreamAddres
   }
   const port = Number(parsed.port ?? 5432);
   const host = parsed.host ?? "localhost";
-  const sslmode = new URL(url.replace(/^postgres(ql)?:/, "http:")).searchParams.get("sslmode");
+  const sslmode = /[?&]sslmode=([^&]*)/.exec(url)?.[1];
   const tls =
     sslmode === "require" || sslmode === "verify-ca" || sslmode === "verify-full"
       ? { verify: sslmode !== "require" }
