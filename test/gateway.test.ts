@@ -3,7 +3,7 @@
 // cannot become anyone else, and are shown the door when their session ends.
 // pgweb's connect backend is exercised with the exact request pgweb sends.
 
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
 import { networkInterfaces, tmpdir } from "node:os";
@@ -11,15 +11,18 @@ import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startGateway } from "../src/gateway/server.js";
+import { freePort } from "../src/postgrest.js";
 import { AUDIT_TABLE, expect2xx, expectStatus } from "./support/app.js";
 import { newUser, TestClient } from "./support/client.js";
 import { query, withDatabase } from "./support/database.js";
+import { spawnCli, waitForReady } from "./support/deploy-local-process.js";
 import {
   connectPg,
   firstColumns,
   frontend,
   livePsql,
   loginError,
+  psqlPath,
   RawClient,
   runPsql,
 } from "./support/gateway.js";
@@ -640,4 +643,40 @@ test("audits door logins with the client they came from", async () => {
   const user = await newUser(api, "door-audit");
   await runPsql(door, user.email, user.password, ["-c", "select 1"]);
   expect(await auditCount("door_login", "psql from 127.0.0.1")).toBeGreaterThan(0);
+});
+
+test("npm start's printed gateway command logs a fixture user in", async () => {
+  const run = spawnCli(["deploy-local", "--port", String(await freePort()), "--no-tests"]);
+  try {
+    await waitForReady(run);
+    const line = run
+      .stdout()
+      .split("\n")
+      .find((l) => l.startsWith("gateway:"));
+    const command = /psql "([^"]+)"/.exec(line ?? "")?.[1];
+    expect(command, run.stdout()).toMatch(/user=alice@example\.com/);
+    const result = await new Promise<{ out: string; code: number | null }>((resolve, reject) => {
+      const child = spawn(
+        psqlPath(),
+        ["-X", "-At", command as string, "-c", 'select name from api."current_user"()'],
+        {
+          env: { ...process.env, PGPASSWORD: "correct horse battery" },
+        },
+      );
+      let out = "";
+      child.stdout.on("data", (c: Buffer) => {
+        out += c.toString();
+      });
+      child.stderr.on("data", (c: Buffer) => {
+        out += c.toString();
+      });
+      child.on("error", reject);
+      child.on("close", (code) => resolve({ out, code }));
+    });
+    expect(result.out.trim()).toBe("Alice");
+    expect(result.code).toBe(0);
+  } finally {
+    run.child.kill("SIGINT");
+    await run.exited;
+  }
 });
