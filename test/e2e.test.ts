@@ -395,18 +395,18 @@ describe("a page on a sibling subdomain", () => {
   it("cannot make the victim work inside the attacker's account by tossing a cookie", async () => {
     // The attacker's own account and session.
     const email = uniqueEmail("tosser");
-    const register = () =>
+    const registerAttacker = () =>
       fetch(`${apiUrl}/rpc/register`, {
         method: "POST",
         headers: { "content-type": "application/json" },
         body: JSON.stringify({ email, name: "Tosser", password: "correct horse 1" }),
       });
-    let registered = await register();
+    let registered = await registerAttacker();
     // Other test files hash passwords meanwhile: "busy, come back in a second".
     for (let i = 0; i < 100 && registered.status === 429; i++) {
       await registered.arrayBuffer();
       await new Promise((r) => setTimeout(r, 100));
-      registered = await register();
+      registered = await registerAttacker();
     }
     const attacker = (await registered.json()) as { user_id: number };
     plantedToken =
