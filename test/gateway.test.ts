@@ -141,7 +141,7 @@ suite("logging in through the gateway", () => {
       ...door,
       database: "app",
       user: user.email,
-      password: user.password,
+      password: user.client.sessionToken as string,
       max: 4,
     });
     try {
@@ -162,7 +162,7 @@ suite("logging in through the gateway", () => {
 
   it("pipelined messages arrive intact, in order", async () => {
     const user = await newUser(api, "door-pipeline");
-    const raw = await RawClient.login(door, user.email, user.password);
+    const raw = await RawClient.login(door, user.email, user.client.sessionToken as string);
     try {
       // Three simple queries and an extended-protocol query in one write.
       raw.write(
@@ -219,7 +219,7 @@ suite("psql works as it does against PostgreSQL", () => {
 
   it("Ctrl-C sends a cancel request through the gateway and stops the query", async () => {
     const user = await newUser(api, "door-cancel");
-    const psql = livePsql(door, user.email, user.password);
+    const psql = livePsql(door, user.email, user.client.sessionToken as string);
     let stderr = "";
     let stdout = "";
     psql.stderr.on("data", (c: Buffer) => {
@@ -397,22 +397,34 @@ suite("identity that SQL cannot change", () => {
 });
 
 suite("revocation", () => {
+  /** A psql that runs a query every 0.1 s until its connection ends. */
   async function liveUntilGone(user: { email: string }, password: string) {
-    const psql = livePsql(door, user.email, password);
-    let stdout = "";
-    let exitedAt = 0;
-    psql.stdout.on("data", (c: Buffer) => {
-      stdout += c.toString();
-    });
-    const closed = new Promise<void>((resolve) =>
-      psql.on("close", () => {
-        exitedAt = performance.now();
-        resolve();
-      }),
-    );
-    psql.stdin.write("select 'connected';\nselect 1 \\watch 0.1\n");
-    await within(10_000, () => stdout.includes("connected"));
-    return { closed, exitedAt: () => exitedAt, psql };
+    for (let attempt = 1; ; attempt++) {
+      const psql = livePsql(door, user.email, password);
+      let stdout = "";
+      let stderr = "";
+      let exitedAt = 0;
+      psql.stdout.on("data", (c: Buffer) => {
+        stdout += c.toString();
+      });
+      psql.stderr.on("data", (c: Buffer) => {
+        stderr += c.toString();
+      });
+      const closed = new Promise<void>((resolve) =>
+        psql.on("close", () => {
+          exitedAt = performance.now();
+          resolve();
+        }),
+      );
+      psql.stdin.write("select 'connected';\nselect 1 \\watch 0.1\n");
+      await within(10_000, () => stdout.includes("connected") || exitedAt > 0);
+      if (stdout.includes("connected")) return { closed, exitedAt: () => exitedAt, psql };
+      // Told to come back (other files hash passwords meanwhile): do.
+      if (!stderr.includes("too many password checks at once") || attempt > 100) {
+        throw new Error(`psql did not connect: ${stderr}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   it.each([
@@ -556,9 +568,13 @@ suite("pgweb's connect backend", () => {
       }[]
     ).filter((d) => d.via === "pgweb");
     expect2xx(await user.client.delete(`/sessions?session_id=eq.${pgwebSession?.session_id}`));
-    const client = new pg.Client({ connectionString: database_url });
-    client.on("error", () => {});
-    await expect(client.connect()).rejects.toMatchObject({ code: "28P01" });
+    const url = new URL(database_url);
+    const refused = await loginError(
+      { host: url.hostname, port: Number(url.port) },
+      decodeURIComponent(url.username),
+      decodeURIComponent(url.password),
+    );
+    expect(refused?.code).toBe("28P01");
   });
 });
 
