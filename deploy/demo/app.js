@@ -220,6 +220,7 @@ function formValues(form) {
 
 $("#login-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  showMessage("");
   const { email, password } = formValues(event.target);
   const result = await api("POST", "/rpc/login", { email, password });
   if (result.status >= 300) return showMessage(explain("login", result));
@@ -230,6 +231,7 @@ $("#login-form").addEventListener("submit", async (event) => {
 
 $("#register-form").addEventListener("submit", async (event) => {
   event.preventDefault();
+  showMessage("");
   const { email, name, password } = formValues(event.target);
   const result = await api("POST", "/rpc/register", { email, name, password });
   if (result.status >= 300) return showMessage(explain("register", result));
