@@ -360,6 +360,10 @@ suite("identity that SQL cannot change", () => {
       "reset role",
       `set request.cookies = '{"session_token": "${victim.client.sessionToken}"}'`,
       `set request.method = 'POST'`,
+      // Names the deployment's settings once had: read from auth.settings now.
+      "set sessions.idle_timeout = '10 years'",
+      "set sessions.oidc_link_by_email = 'on'",
+      `set app.user_id = '${victim.userId}'`,
     ];
     for (const sql of harmless) {
       await client.query(sql);
@@ -380,6 +384,19 @@ suite("identity that SQL cannot change", () => {
       "select api.login_with_token() as answer",
     );
     expect(forged.rows[0]?.answer.message).toMatch(/not from a database connection/);
+    // No second identity through the HTTP endpoints either: a door is logged in.
+    for (const sql of ["select api.login($1, $2)", "select api.register($1, 'Twin', $2)"]) {
+      await expect(client.query(sql, [victim.email, victim.password])).rejects.toThrow(
+        /already logged in/,
+      );
+    }
+    const ownSession = await client.query<{ days: number }>(
+      "select extract(epoch from max(expires) - now()) / 86400 as days from api.session_details",
+    );
+    const days = ownSession.rows[0]?.days;
+    expect(days).not.toBeNull();
+    expect(Number(days)).toBeGreaterThan(0);
+    expect(Number(days)).toBeLessThan(31);
     // The victim's todos stay invisible, logout ends nothing of the victim's.
     expectStatus(
       await victim.client.post("/todos", { description: "victim's secret", public: false }),
