@@ -3,7 +3,7 @@
 // cannot become anyone else, and are shown the door when their session ends.
 // pgweb's connect backend is exercised with the exact request pgweb sends.
 
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
 import { networkInterfaces, tmpdir } from "node:os";
@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startGateway } from "../src/gateway/server.js";
 import { freePort } from "../src/postgrest.js";
 import { AUDIT_TABLE, expect2xx, expectStatus } from "./support/app.js";
+import { selfSignedCertificate } from "./support/certificate.js";
 import { newUser, TestClient } from "./support/client.js";
 import { query, withDatabase } from "./support/database.js";
 import { spawnCli, waitForReady } from "./support/deploy-local-process.js";
@@ -605,27 +606,10 @@ suite("TLS", () => {
 
   beforeAll(() => {
     certDir = mkdtempSync(join(tmpdir(), "pgs-gateway-tls-"));
-    execFileSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-subj",
-        "/CN=gateway.test",
-        "-days",
-        "1",
-        "-keyout",
-        join(certDir, "key.pem"),
-        "-out",
-        join(certDir, "cert.pem"),
-      ],
-      { stdio: "ignore" },
-    );
+    selfSignedCertificate("gateway.test", {
+      key: join(certDir, "key.pem"),
+      cert: join(certDir, "cert.pem"),
+    });
     address = Object.values(networkInterfaces())
       .flat()
       .find((i) => i && i.family === "IPv4" && !i.internal)?.address;

@@ -5,7 +5,7 @@
 // in front, serving the frontend on the same origin. A browser-like client
 // registers, keeps a __Host- cookie over https, and is refused cross-origin.
 
-import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import {
   existsSync,
   mkdirSync,
@@ -23,6 +23,7 @@ import { type Cluster, startCluster } from "../src/cluster.js";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
 import { migrate } from "../src/migrate.js";
 import { freePort } from "../src/postgrest.js";
+import { selfSignedCertificate } from "./support/certificate.js";
 import { TestClient } from "./support/client.js";
 import { ROOT } from "./support/deploy-local-process.js";
 
@@ -113,27 +114,10 @@ beforeAll(async () => {
   // nginx with the recipe's server blocks: a test certificate, free ports,
   // this machine's paths (IPv6 listeners dropped: the sandbox may have none).
   mkdirSync(join(root, "etc", "ssl", "app"), { recursive: true });
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-subj",
-      "/CN=localhost",
-      "-days",
-      "1",
-      "-keyout",
-      join(root, "etc", "ssl", "app", "privkey.pem"),
-      "-out",
-      join(root, "etc", "ssl", "app", "fullchain.pem"),
-    ],
-    { stdio: "ignore" },
-  );
+  selfSignedCertificate("localhost", {
+    key: join(root, "etc", "ssl", "app", "privkey.pem"),
+    cert: join(root, "etc", "ssl", "app", "fullchain.pem"),
+  });
   httpsPort = await freePort();
   const servers = moved(readFileSync(join(PRODUCTION, "nginx.conf"), "utf8"))
     .replaceAll("/etc/ssl/app", join(root, "etc", "ssl", "app"))
