@@ -5,7 +5,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, openSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { createServer } from "node:net";
+import { createServer, type Server } from "node:net";
 import { dirname, join } from "node:path";
 import { registerCleanup } from "./cleanup.js";
 import { NO_ROLE_CLAIM, NOBODY_CAN_SIGN } from "./sso.js";
@@ -95,17 +95,24 @@ export function assertPortFree(port: number, what = "port"): Promise<void> {
   });
 }
 
-/** A port the kernel says is free right now. */
-export function freePort(): Promise<number> {
+/** Starts `server` listening on host:port (0: a free one); resolves with the port it got. */
+export function listen(server: Server, host: string, port = 0): Promise<number> {
   return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen({ port: 0, host: "127.0.0.1" }, () => {
-      const address = probe.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      probe.close(() => resolve(port));
+    server.once("error", reject);
+    server.listen({ host, port }, () => {
+      server.off("error", reject);
+      const address = server.address();
+      resolve(typeof address === "object" && address ? address.port : port);
     });
   });
+}
+
+/** A port the kernel says is free right now. */
+export async function freePort(): Promise<number> {
+  const probe = createServer();
+  const port = await listen(probe, "127.0.0.1");
+  await new Promise((resolve) => probe.close(resolve));
+  return port;
 }
 
 function logTail(logFile: string, lines = 15): string {

@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import http from "node:http";
 import { extname, join } from "node:path";
 import { registerCleanup } from "./cleanup.js";
-import { assertPortFree } from "./postgrest.js";
+import { assertPortFree, listen } from "./postgrest.js";
 
 export interface FrontProxy {
   readonly url: string;
@@ -252,10 +252,7 @@ export async function startFrontProxy(
     }
     forward(req, res, body, 1);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(port, "127.0.0.1", () => resolve());
-  });
+  await listen(server, "127.0.0.1", port);
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closing ??= new Promise<void>((resolve) => {

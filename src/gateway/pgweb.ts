@@ -8,6 +8,7 @@
 
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { listen } from "../postgrest.js";
 import type { Gateway } from "./server.js";
 
 export interface ConnectBackendOptions {
@@ -102,12 +103,7 @@ export async function startConnectBackend(options: ConnectBackendOptions): Promi
   });
   server.requestTimeout = 10_000;
   const host = options.host ?? "127.0.0.1";
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen({ host, port: options.port ?? 0 }, () => resolve());
-  });
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : 0;
+  const port = await listen(server, host, options.port);
   return {
     url: `http://${host.includes(":") ? `[${host}]` : host}:${port}/`,
     close: () =>

@@ -17,6 +17,7 @@ import { TLSSocket } from "node:tls";
 import { createLocalJWKSet, type JWTPayload, jwtVerify } from "jose";
 import pg from "pg";
 import { PostgresConnection } from "pg-gateway";
+import { listen } from "../postgrest.js";
 import { randomPassword, scramVerifier } from "./scram.js";
 import {
   cancelUpstream,
@@ -533,12 +534,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     });
   });
   const host = options.host ?? "127.0.0.1";
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen({ host, port: options.port ?? 0 }, () => resolve());
-  });
-  const address = server.address();
-  const port = typeof address === "object" && address ? address.port : 0;
+  const port = await listen(server, host, options.port);
 
   return {
     host,
