@@ -3,7 +3,6 @@
 // cannot become anyone else, and are shown the door when their session ends.
 // pgweb's connect backend is exercised with the exact request pgweb sends.
 
-import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
 import { networkInterfaces, tmpdir } from "node:os";
@@ -23,9 +22,9 @@ import {
   frontend,
   livePsql,
   loginError,
-  psqlPath,
   RawClient,
   runPsql,
+  runPsqlAt,
 } from "./support/gateway.js";
 
 const api = inject("apiUrl");
@@ -676,25 +675,12 @@ test("npm start's printed gateway command logs a fixture user in", async () => {
       .find((l) => l.startsWith("gateway:"));
     const command = /psql "([^"]+)"/.exec(line ?? "")?.[1];
     expect(command, run.stdout()).toMatch(/user=alice@example\.com/);
-    const result = await new Promise<{ out: string; code: number | null }>((resolve, reject) => {
-      const child = spawn(
-        psqlPath(),
-        ["-X", "-At", command as string, "-c", 'select name from api."current_user"()'],
-        {
-          env: { ...process.env, PGPASSWORD: "correct horse battery" },
-        },
-      );
-      let out = "";
-      child.stdout.on("data", (c: Buffer) => {
-        out += c.toString();
-      });
-      child.stderr.on("data", (c: Buffer) => {
-        out += c.toString();
-      });
-      child.on("error", reject);
-      child.on("close", (code) => resolve({ out, code }));
-    });
-    expect(result.out.trim()).toBe("Alice");
+    const result = await runPsqlAt(command as string, "correct horse battery", [
+      "-At",
+      "-c",
+      'select name from api."current_user"()',
+    ]);
+    expect(result.stdout.trim(), result.stderr).toBe("Alice");
     expect(result.code).toBe(0);
   } finally {
     run.child.kill("SIGINT");

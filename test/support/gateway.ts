@@ -44,30 +44,39 @@ export interface PsqlResult {
 }
 
 /** Runs psql to completion: `args` after the connection string, `input` on stdin. */
-export async function runPsql(
+export function runPsql(
   door: Door,
   user: string,
   password: string,
   args: string[],
   input = "",
 ): Promise<PsqlResult> {
+  return runPsqlAt(connectionString(door, user), password, args, input);
+}
+
+/** runPsql with a connection string of its own (as deploy-local prints one). */
+export async function runPsqlAt(
+  conninfo: string,
+  password: string,
+  args: string[],
+  input = "",
+): Promise<PsqlResult> {
   const giveUpAt = Date.now() + RETRY_FOR_MS;
   for (;;) {
-    const result = await runPsqlOnce(door, user, password, args, input);
+    const result = await runPsqlOnce(conninfo, password, args, input);
     if (!result.stderr.includes(BUSY_TEXT) || Date.now() > giveUpAt) return result;
     await new Promise((r) => setTimeout(r, 50 + Math.random() * 100));
   }
 }
 
 function runPsqlOnce(
-  door: Door,
-  user: string,
+  conninfo: string,
   password: string,
   args: string[],
   input: string,
 ): Promise<PsqlResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(psqlPath(), ["-X", connectionString(door, user), ...args], {
+    const child = spawn(psqlPath(), ["-X", conninfo, ...args], {
       env: { ...process.env, PGPASSWORD: password, PGCONNECT_TIMEOUT: "10", PGOPTIONS: "" },
     });
     let stdout = "";
