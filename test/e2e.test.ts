@@ -15,6 +15,7 @@ import {
 } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { freePort } from "../src/postgrest.js";
+import { newUser } from "./support/client.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const SCREENSHOTS = join(import.meta.dirname, "..", "test-results", "screenshots");
@@ -424,23 +425,8 @@ describe("a page on a sibling subdomain", () => {
 
   it("cannot make the victim work inside the attacker's account by tossing a cookie", async () => {
     // The attacker's own account and session.
-    const email = uniqueEmail("tosser");
-    const registerAttacker = () =>
-      fetch(`${apiUrl}/rpc/register`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ email, name: "Tosser", password: "correct horse 1" }),
-      });
-    let registered = await registerAttacker();
-    // Other test files hash passwords meanwhile: "busy, come back in a second".
-    for (let i = 0; i < 100 && registered.status === 429; i++) {
-      await registered.arrayBuffer();
-      await new Promise((r) => setTimeout(r, 100));
-      registered = await registerAttacker();
-    }
-    const attacker = (await registered.json()) as { user_id: number };
-    plantedToken =
-      /session_token=([^;]+)/.exec(registered.headers.get("set-cookie") ?? "")?.[1] ?? "";
+    const attacker = await newUser(apiUrl, "Tosser");
+    plantedToken = attacker.client.sessionToken ?? "";
     expect(plantedToken).not.toBe("");
 
     const context = await newContext();
@@ -471,7 +457,7 @@ describe("a page on a sibling subdomain", () => {
       return response.status;
     });
     expect(status).toBe(401);
-    expect(await countPlanted("victim's secret", attacker.user_id)).toBe(0);
+    expect(await countPlanted("victim's secret", attacker.userId)).toBe(0);
     await context.close();
   });
 });
