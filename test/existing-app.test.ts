@@ -4,7 +4,6 @@
 // secret. After `migrate` with the session module and the adoption
 // document, its users log in with their old passwords and see what they saw.
 
-import { spawn } from "node:child_process";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,9 +14,9 @@ import { type Cluster, startCluster } from "../src/cluster.js";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
 import { migrate } from "../src/migrate.js";
 import { describeFailures, type PgTapRun } from "../src/pgtap.js";
-import { findPostgrestBinary, freePort } from "../src/postgrest.js";
 import { TestClient } from "./support/client.js";
 import { ROOT } from "./support/deploy-local-process.js";
+import { postgrestOnConfigFile, type RunningPostgrest } from "./support/postgrest-file.js";
 
 const FIXTURE = join(import.meta.dirname, "fixtures", "existing-app");
 const OLD_SECRET = "a-shared-secret-of-the-old-auth-service-32+";
@@ -42,32 +41,9 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-/** PostgREST on a configuration file, as an operator runs it; stopped by the returned function. */
-async function postgrestWith(configFile: string): Promise<{ url: string; stop: () => void }> {
-  const [port, adminPort] = [await freePort(), await freePort()];
-  const child = spawn(findPostgrestBinary(), [configFile], {
-    env: {
-      ...process.env,
-      DB_URI: cluster.uri("authenticator", "legacy"),
-      PORT: String(port),
-      ADMIN_PORT: String(adminPort),
-    },
-    stdio: "ignore",
-  });
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const ready = await fetch(`http://127.0.0.1:${adminPort}/ready`).then(
-      (r) => r.status === 200,
-      () => false,
-    );
-    if (ready) break;
-    if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`PostgREST on ${configFile} never got ready`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { url: `http://127.0.0.1:${port}`, stop: () => child.kill("SIGTERM") };
+/** PostgREST on a configuration file, as an operator runs it, against the legacy database. */
+function postgrestWith(configFile: string): Promise<RunningPostgrest> {
+  return postgrestOnConfigFile(configFile, cluster.uri("authenticator", "legacy"));
 }
 
 describe("adding sessions to an existing application", () => {

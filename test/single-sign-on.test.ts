@@ -3,17 +3,17 @@
 // token (a role claim, a token outside the Authorization header, a forged
 // or expired one) gets anyone anywhere.
 
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
 import { deployLocal, type LocalDeployment } from "../src/deploy.js";
-import { findPostgrestBinary, freePort } from "../src/postgrest.js";
+import { freePort } from "../src/postgrest.js";
 import { PASSWORD, TestClient, uniqueEmail } from "./support/client.js";
 import { connectPg, loginError } from "./support/gateway.js";
 import { type IdentityProvider, startIdentityProvider } from "./support/identity-provider.js";
+import { postgrestOnConfigFile, type RunningPostgrest } from "./support/postgrest-file.js";
 
 let idp: IdentityProvider;
 let deployment: LocalDeployment;
@@ -207,34 +207,18 @@ describe("login with an identity provider's token", () => {
     const dir = mkdtempSync(join(tmpdir(), "sso-conf-"));
     const file = join(dir, "postgrest.conf");
     writeFileSync(file, await postgrestConf({ issuer: idp.issuer, audience: idp.audience }));
-    const [port, adminPort] = [await freePort(), await freePort()];
-    const postgrest = spawn(findPostgrestBinary(), [file], {
-      env: {
-        ...process.env,
-        DB_URI: deployment.cluster.uri("authenticator", deployment.database),
-        PORT: String(port),
-        ADMIN_PORT: String(adminPort),
-      },
-      stdio: "ignore",
-    });
+    let postgrest: RunningPostgrest | undefined;
     try {
-      const deadline = Date.now() + 15_000;
-      for (;;) {
-        const ready = await fetch(`http://127.0.0.1:${adminPort}/ready`).then(
-          (r) => r.status === 200,
-          () => false,
-        );
-        if (ready) break;
-        if (Date.now() > deadline)
-          throw new Error("PostgREST with the generated config never got ready");
-        await new Promise((r) => setTimeout(r, 50));
-      }
-      const client = new TestClient(`http://127.0.0.1:${port}`);
+      postgrest = await postgrestOnConfigFile(
+        file,
+        deployment.cluster.uri("authenticator", deployment.database),
+      );
+      const client = new TestClient(postgrest.url);
       const login = await loginWithToken(client, await idp.sign(subject()));
       expect(login.status, login.text).toBe(200);
       expect((await client.get("/rpc/current_user")).status).toBe(200);
     } finally {
-      postgrest.kill("SIGTERM");
+      postgrest?.stop();
       rmSync(dir, { recursive: true, force: true });
     }
   });
