@@ -23,6 +23,7 @@ import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { registerCleanup } from "./cleanup.js";
+import { scramVerifier } from "./gateway/scram.js";
 import {
   describe,
   extensionDir,
@@ -370,7 +371,10 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       admin.on("error", () => {});
       await admin.connect();
       try {
-        await admin.query(`alter role ${SUPERUSER} password '${tcpPassword}'`);
+        // Only the verifier: the password itself reaches no statement and no log.
+        await admin.query(
+          `alter role ${SUPERUSER} password ${admin.escapeLiteral(await scramVerifier(tcpPassword))}`,
+        );
       } finally {
         await admin.end();
       }
