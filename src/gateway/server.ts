@@ -122,7 +122,8 @@ function isLoopback(address: string | undefined): boolean {
 
 /** Tracks message boundaries in a relayed byte stream without copying it. */
 function boundaryTracker(): { feed(chunk: Buffer): void; atBoundary(): boolean } {
-  let header = Buffer.alloc(0); // a partial 5-byte header
+  const header = Buffer.alloc(5); // a header split across chunks
+  let have = 0; // bytes of it so far
   let remaining = 0; // body bytes of the current message still to come
   return {
     feed(chunk: Buffer) {
@@ -132,19 +133,22 @@ function boundaryTracker(): { feed(chunk: Buffer): void; atBoundary(): boolean }
           const step = Math.min(remaining, chunk.length - i);
           remaining -= step;
           i += step;
-          continue;
-        }
-        const need = 5 - header.length;
-        const part = chunk.subarray(i, i + need);
-        header = header.length === 0 ? Buffer.from(part) : Buffer.concat([header, part]);
-        i += part.length;
-        if (header.length === 5) {
-          remaining = header.readInt32BE(1) - 4;
-          header = Buffer.alloc(0);
+        } else if (have === 0 && chunk.length - i >= 5) {
+          // The common case: the whole header in this chunk, read in place.
+          remaining = chunk.readInt32BE(i + 1) - 4;
+          i += 5;
+        } else {
+          const copied = chunk.copy(header, have, i, i + 5 - have);
+          have += copied;
+          i += copied;
+          if (have === 5) {
+            remaining = header.readInt32BE(1) - 4;
+            have = 0;
+          }
         }
       }
     },
-    atBoundary: () => remaining === 0 && header.length === 0,
+    atBoundary: () => remaining === 0 && have === 0,
   };
 }
 
@@ -225,40 +229,31 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     client: string,
     parameters: Record<string, string>,
   ): Promise<{ upstream: UpstreamConnection; sessionId: number } | ErrorFields> {
+    // An access token is verified here, once; a token that fails is checked
+    // in the database with no claims, which refuses and audits it.
+    const claims =
+      keys && looksLikeJwt(secret) ? ((await verifyAccessToken(secret)) ?? {}) : undefined;
     return withUserLock(user, async () => {
       for (let attempt = 1; ; attempt++) {
         const password = randomPassword();
         const verifier = await scramVerifier(password);
         type DoorRow = { role_name: string | null; session_id: string | null; outcome: string };
-        let row: DoorRow | undefined;
-        if (keys && looksLikeJwt(secret)) {
-          const claims = await verifyAccessToken(secret);
-          if (!claims) {
-            await control.query("select auth.door_open_with_claims($1, '{}'::jsonb, $2, $3)", [
-              user,
-              verifier,
-              client,
-            ]);
-            return REFUSALS.failed?.(user) as ErrorFields;
-          }
-          ({
-            rows: [row],
-          } = await control.query<DoorRow>(
-            "select * from auth.door_open_with_claims($1, $2::jsonb, $3, $4)",
-            [user, JSON.stringify(claims), verifier, client],
-          ));
-        } else {
-          ({
-            rows: [row],
-          } = await control.query<DoorRow>(
-            "select * from auth.door_open('password', $1, $2, $3, $4)",
-            [user, secret, verifier, client],
-          ));
-        }
+        const {
+          rows: [row],
+        } = claims
+          ? await control.query<DoorRow>(
+              "select * from auth.door_open_with_claims($1, $2::jsonb, $3, $4)",
+              [user, JSON.stringify(claims), verifier, client],
+            )
+          : await control.query<DoorRow>(
+              "select * from auth.door_open('password', $1, $2, $3, $4)",
+              [user, secret, verifier, client],
+            );
         if (row?.outcome !== "ok" || !row.role_name || !row.session_id) {
           const refusal = REFUSALS[row?.outcome ?? "failed"] ?? REFUSALS.failed;
           return (refusal as (u: string) => ErrorFields)(user);
         }
+        const sessionId = Number(row.session_id);
         try {
           const upstream = await openUpstream(
             options.upstream,
@@ -266,8 +261,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
             password,
             parameters,
           );
-          return { upstream, sessionId: Number(row.session_id) };
+          return { upstream, sessionId };
         } catch (error) {
+          // The session this login opened for itself is of no use now.
+          await control.query("select auth.door_closed($1)", [sessionId]);
           // Another gateway may have given the role a newer password between
           // our check and our login: check again, once.
           if (error instanceof UpstreamRefused && error.code === "28P01" && attempt < 2) continue;
@@ -421,7 +418,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       relay.closed = true;
       relays.delete(relay);
       cancelKeys.delete(cancelKey);
-      socket.destroy();
+      // end(), not destroy(): what is already written to the client (the
+      // server's last words, or ours) still reaches it.
+      socket.end();
+      setTimeout(() => socket.destroy(), 1000).unref();
       toServer.destroy();
       control.query("select auth.door_closed($1)", [sessionId]).catch((error: Error) => {
         log(`gateway: could not end session ${sessionId}: ${error.message}`);
@@ -441,9 +441,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (relay.atBoundary()) {
       relay.client.write(errorResponse({ severity: "FATAL", code: "57P01", message: why }));
     }
-    relay.client.end();
-    relay.upstream.socket.destroy();
-    setTimeout(() => relay.client.destroy(), 1000).unref();
+    relay.upstream.socket.destroy(); // and finish() closes the client's side
   }
 
   // Every quarter second: which sessions of open connections are still alive.
