@@ -2,21 +2,26 @@
 // "app" does not exist" is exact but leaves the reader to work out the next
 // step; the hint names it.
 
+import { parse as parseConnectionString } from "pg-connection-string";
+
 /** The error, its message extended with a hint when one applies. */
 export function withConnectionHint(error: unknown, url: string): unknown {
   const { code, message } = error as { code?: string; message?: string };
   if (typeof message !== "string") return error;
-  let target: URL;
+  // Read as node-postgres reads it (a socket directory in ?host= included).
+  let target: ReturnType<typeof parseConnectionString>;
   try {
-    target = new URL(url);
+    target = parseConnectionString(url);
   } catch {
     return error;
   }
-  const database = decodeURIComponent(target.pathname.slice(1)) || "(the user's name)";
-  const user = decodeURIComponent(target.username) || "(your login)";
-  const where = target.host || target.searchParams.get("host") || "the server";
+  const database = target.database || "(the user's name)";
+  const user = target.user || "(your login)";
+  const where = target.host
+    ? `${target.host}${target.port ? `:${target.port}` : ""}`
+    : "the server";
   const hints: Record<string, string> = {
-    "3D000": `create it first, as a role allowed to: createdb -h ${target.hostname || "<host>"} ${database} (or in SQL: create database "${database}")`,
+    "3D000": `create it first, as a role allowed to: createdb -h ${target.host || "<host>"} ${database} (or in SQL: create database "${database}")`,
     "28P01": `check the password of role "${user}" in the URL (percent-encode special characters)`,
     "28000": `the server does not let role "${user}" in: check that the role exists and the server's pg_hba.conf`,
     ECONNREFUSED: `nothing listens at ${where}: is PostgreSQL running, and is the host and port right?`,

@@ -8,6 +8,7 @@ import { type Cluster, startCluster } from "./cluster.js";
 import { type ConnectBackend, startConnectBackend } from "./gateway/pgweb.js";
 import { randomPassword, scramVerifier } from "./gateway/scram.js";
 import { type AccessTokenOptions, type Gateway, startGateway } from "./gateway/server.js";
+import { upstreamAddress } from "./gateway/upstream.js";
 import { loadSql, type SqlSource } from "./loader.js";
 import type { CompiledDocument } from "./md2sql.js";
 import { pgTapInstallHint } from "./pgbin.js";
@@ -141,9 +142,7 @@ export async function startDoors(
   const port = Number(config.port ?? 5432);
   const gateway = await startGateway({
     control: { ...config, user: "gateway", password },
-    upstream: host.startsWith("/")
-      ? { socketPath: `${host}/.s.PGSQL.${port}`, port, database }
-      : { host, port, database },
+    upstream: upstreamAddress(host, port, database),
     ...(options.gatewayPort ? { port: options.gatewayPort } : {}),
     ...(options.accessTokens ? { accessTokens: options.accessTokens } : {}),
     log: options.log,

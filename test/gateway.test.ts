@@ -687,3 +687,54 @@ test("npm start's printed gateway command logs a fixture user in", async () => {
     await run.exited;
   }
 });
+
+suite("the gateway command, on its own", () => {
+  const database = inject("database");
+  const urlOf = (name: string) =>
+    `postgres://gateway@/${name}?host=${encodeURIComponent(String(database.host))}&port=${database.port}`;
+
+  async function failure(databaseUrl: string): Promise<{ code: number | null; stderr: string }> {
+    const run = spawnCli([
+      "gateway",
+      "--database-url",
+      databaseUrl,
+      "--listen",
+      `127.0.0.1:${await freePort()}`,
+    ]);
+    const code = await run.exited;
+    return { code, stderr: run.stderr() };
+  }
+
+  it("stops with the reason when the database cannot serve doors", async () => {
+    const withoutDoors = await failure(urlOf("postgres"));
+    expect(withoutDoors.code).not.toBe(0);
+    expect(withoutDoors.stderr).toMatch(/has no database doors .*load sessions\.sql\.md/);
+    const missing = await failure(urlOf("no_such_database"));
+    expect(missing.code).not.toBe(0);
+    expect(missing.stderr).toMatch(/does not exist[\s\S]*hint: create it first/);
+  });
+
+  it("lets a user in with psql, as deploy-local's gateway does", async () => {
+    const port = await freePort();
+    const run = spawnCli([
+      "gateway",
+      "--database-url",
+      urlOf(String(database.database)),
+      "--listen",
+      `127.0.0.1:${port}`,
+    ]);
+    try {
+      await within(15_000, () => run.stderr().includes("gateway: listening on"));
+      const user = await newUser(api, "door-standalone");
+      const result = await runPsql({ host: "127.0.0.1", port }, user.email, user.password, [
+        "-At",
+        "-c",
+        "select auth.current_user_id()",
+      ]);
+      expect(result.stdout.trim(), result.stderr).toBe(String(user.userId));
+    } finally {
+      run.child.kill("SIGINT");
+    }
+    expect(await run.exited).toBe(0);
+  });
+});

@@ -4,12 +4,15 @@
 // sessions.sql.md, "Database doors", and the README.
 
 import { readFileSync } from "node:fs";
+import type { ConnectionOptions } from "node:tls";
 import { Command, Option } from "commander";
+import pg from "pg";
 import { parse as parseConnectionString } from "pg-connection-string";
 import { registerCleanup, setSignalExitCode } from "../cleanup.js";
+import { withConnectionHint } from "../connection-hints.js";
 import { startConnectBackend } from "../gateway/pgweb.js";
 import { startGateway } from "../gateway/server.js";
-import type { UpstreamAddress } from "../gateway/upstream.js";
+import { type UpstreamAddress, upstreamAddress } from "../gateway/upstream.js";
 import { providerKeys } from "../sso.js";
 import { assertNoProblems, runAction, ssoOptions } from "./common.js";
 
@@ -54,16 +57,42 @@ export function upstreamFromUrl(url: string, problems: string[]): UpstreamAddres
     problems.push("--database-url must name the application's database");
     return undefined;
   }
-  const port = Number(parsed.port ?? 5432);
-  const host = parsed.host ?? "localhost";
-  const sslmode = /[?&]sslmode=([^&]*)/.exec(url)?.[1];
-  const tls =
-    sslmode === "require" || sslmode === "verify-ca" || sslmode === "verify-full"
-      ? { verify: sslmode !== "require" }
-      : undefined;
-  return host.startsWith("/")
-    ? { socketPath: `${host}/.s.PGSQL.${port}`, port, database: parsed.database }
-    : { host, port, database: parsed.database, ...(tls ? { tls } : {}) };
+  // TLS exactly as node-postgres reads the URL for the gateway's own
+  // connection (sslmode, sslrootcert, sslcert, sslkey).
+  const tls = typeof parsed.ssl === "object" ? (parsed.ssl as ConnectionOptions) : undefined;
+  return upstreamAddress(
+    parsed.host || "localhost",
+    Number(parsed.port || 5432),
+    parsed.database,
+    tls,
+  );
+}
+
+/**
+ * Logs in once with the gateway's URL before listening, so that a wrong
+ * password or a database without the doors stops the command with the
+ * reason, instead of every client being told "cannot reach the database".
+ */
+async function checkDatabase(url: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  client.on("error", () => {});
+  let present: boolean | undefined;
+  try {
+    await client.connect();
+    const { rows } = await client.query<{ present: boolean }>(
+      "select to_regprocedure('auth.door_open(text, text, text, text, text)') is not null as present",
+    );
+    present = rows[0]?.present;
+  } catch (error) {
+    throw withConnectionHint(error, url);
+  } finally {
+    await client.end().catch(() => {});
+  }
+  if (!present) {
+    throw new Error(
+      "the database in --database-url has no database doors (auth.door_open): load sessions.sql.md into it first",
+    );
+  }
 }
 
 function log(line: string): void {
@@ -148,6 +177,7 @@ export function gatewayCommand(): Command {
           flags.tlsCert && flags.tlsKey
             ? { cert: readFileSync(flags.tlsCert), key: readFileSync(flags.tlsKey) }
             : undefined;
+        await checkDatabase(flags.databaseUrl as string);
         const gateway = await startGateway({
           control: { connectionString: flags.databaseUrl as string },
           upstream: upstream as UpstreamAddress,

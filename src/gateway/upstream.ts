@@ -6,7 +6,7 @@
 
 import { createHash } from "node:crypto";
 import { connect as netConnect, type Socket } from "node:net";
-import { connect as tlsConnect } from "node:tls";
+import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
 import sasl from "pg/lib/crypto/sasl.js";
 import {
   cancelRequest,
@@ -24,8 +24,23 @@ export interface UpstreamAddress {
   host?: string;
   port: number;
   database: string;
-  /** TLS towards PostgreSQL: off, or on (verifying the certificate unless `verify` is false). */
-  tls?: { verify: boolean; servername?: string };
+  /**
+   * TLS towards PostgreSQL: off, or on with these options (as node-postgres
+   * reads them from the same database URL, so both connections agree).
+   */
+  tls?: ConnectionOptions;
+}
+
+/** Where PostgreSQL listens: a host, or the directory of its Unix socket. */
+export function upstreamAddress(
+  host: string,
+  port: number,
+  database: string,
+  tls?: ConnectionOptions,
+): UpstreamAddress {
+  return host.startsWith("/")
+    ? { socketPath: `${host}/.s.PGSQL.${port}`, port, database }
+    : { host, port, database, ...(tls ? { tls } : {}) };
 }
 
 export interface UpstreamConnection {
@@ -78,12 +93,12 @@ async function withTls(socket: Socket, address: UpstreamAddress): Promise<Socket
   });
   if (answer.toString("latin1", 0, 1) !== "S") {
     socket.destroy();
-    throw new Error("the database refused TLS (sslmode=require in the gateway's database URL)");
+    throw new Error("the database refused TLS (the gateway's database URL asks for it)");
   }
   const secure = tlsConnect({
+    ...(address.host ? { servername: address.host } : {}),
+    ...address.tls,
     socket,
-    rejectUnauthorized: address.tls.verify,
-    servername: address.tls.servername ?? address.host,
   });
   await new Promise<void>((resolve, reject) => {
     secure.once("secureConnect", () => resolve());
