@@ -3,10 +3,12 @@
 // cannot become anyone else, and are shown the door when their session ends.
 // pgweb's connect backend is exercised with the exact request pgweb sends.
 
+import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createConnection } from "node:net";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startGateway } from "../src/gateway/server.js";
@@ -648,6 +650,36 @@ suite("TLS", () => {
         "select auth.current_user_id() is not null as ssl",
       );
       expect(rows[0]?.ssl).toBe(true);
+
+      // A cancel request may come over TLS too (libpq 17's cancel functions
+      // negotiate it first): it still stops the query.
+      const { processID, secretKey } = secure as unknown as {
+        processID: number;
+        secretKey: number;
+      };
+      const sleeping = secure.query("select pg_sleep(30)").then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+      await new Promise((r) => setTimeout(r, 300));
+      const socket = createConnection(gateway.port, address);
+      await once(socket, "connect");
+      const sslRequest = Buffer.alloc(8);
+      sslRequest.writeInt32BE(8, 0);
+      sslRequest.writeInt32BE(80877103, 4);
+      socket.write(sslRequest);
+      const [answer] = (await once(socket, "data")) as [Buffer];
+      expect(answer.toString("latin1", 0, 1)).toBe("S");
+      const encrypted = tlsConnect({ socket, rejectUnauthorized: false });
+      await once(encrypted, "secureConnect");
+      const cancel = Buffer.alloc(16);
+      cancel.writeInt32BE(16, 0);
+      cancel.writeInt32BE(80877102, 4);
+      cancel.writeInt32BE(processID, 8);
+      cancel.writeInt32BE(secretKey, 12);
+      encrypted.write(cancel);
+      await once(encrypted, "close");
+      expect(await sleeping).toMatchObject({ code: "57014" });
       await secure.end();
       // Loopback clients may skip TLS (the same machine sees the traffic anyway).
       expect(

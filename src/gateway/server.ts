@@ -481,16 +481,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       for (;;) {
         packet = await reader.nextUntyped();
         const code = packet.readInt32BE(4);
+        // pg-gateway would take a GSSAPI request for a startup message.
         if (code === GSSENC_REQUEST) {
           socket.write("N");
           continue;
-        }
-        if (code === CANCEL_REQUEST && packet.length === 16) {
-          reader.release();
-          const target = cancelKeys.get(`${packet.readInt32BE(8)}:${packet.readInt32BE(12)}`);
-          if (target) await cancelUpstream(options.upstream, target.pid, target.secret);
-          socket.destroy();
-          return;
         }
         break;
       }
@@ -503,13 +497,25 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       return;
     }
     // Hand the packet back and let pg-gateway negotiate TLS and read the
-    // startup message; take the socket back as soon as it has.
+    // startup message; take the socket back as soon as it has. A cancel
+    // request comes instead of a startup message, in the clear or (libpq 17's
+    // new cancel functions) after TLS: onMessage sees it either way.
     const rest = reader.release();
     socket.pause();
     socket.unshift(Buffer.concat([packet, rest]));
     const connection: PostgresConnection = new PostgresConnection(socket, {
       authMode: "cleartextPassword",
       ...(options.tls ? { tls: options.tls } : {}),
+      onMessage: async (message, state) => {
+        const data = Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+        if (state.hasStarted || data.length !== 16 || data.readInt32BE(4) !== CANCEL_REQUEST) {
+          return false;
+        }
+        const target = cancelKeys.get(`${data.readInt32BE(8)}:${data.readInt32BE(12)}`);
+        if (target) await cancelUpstream(options.upstream, target.pid, target.secret);
+        connection.socket.destroy();
+        return true;
+      },
       onStartup: (state) => {
         const taken = connection.detach();
         sockets.add(taken);
