@@ -23,6 +23,7 @@ import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { registerCleanup } from "./cleanup.js";
+import { withClient } from "./db.js";
 import { scramVerifier } from "./gateway/scram.js";
 import {
   describe,
@@ -367,17 +368,11 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     }
     await launch();
     if (tcpPassword) {
-      const admin = new pg.Client(connectionConfig());
-      admin.on("error", () => {});
-      await admin.connect();
-      try {
-        // Only the verifier: the password itself reaches no statement and no log.
-        await admin.query(
-          `alter role ${SUPERUSER} password ${admin.escapeLiteral(await scramVerifier(tcpPassword))}`,
-        );
-      } finally {
-        await admin.end();
-      }
+      // Only the verifier: the password itself reaches no statement and no log.
+      const verifier = await scramVerifier(tcpPassword);
+      await withClient(connectionConfig(), (admin) =>
+        admin.query(`alter role ${SUPERUSER} password ${admin.escapeLiteral(verifier)}`),
+      );
     }
   } catch (error) {
     await stop();

@@ -5,6 +5,7 @@ import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import pg from "pg";
 import { type Cluster, startCluster } from "./cluster.js";
+import { withClient } from "./db.js";
 import { type ConnectBackend, startConnectBackend } from "./gateway/pgweb.js";
 import { randomPassword, scramVerifier } from "./gateway/scram.js";
 import { type AccessTokenOptions, type Gateway, startGateway } from "./gateway/server.js";
@@ -121,22 +122,19 @@ export async function startDoors(
     log: (line: string) => void;
   },
 ): Promise<LocalDoors | undefined> {
-  const admin = new pg.Client(cluster.connectionConfig(database));
-  admin.on("error", () => {});
-  await admin.connect();
   const password = randomPassword();
-  try {
+  const present = await withClient(cluster.connectionConfig(database), async (admin) => {
     const { rows } = await admin.query(
       "select to_regprocedure('auth.door_open(text, text, text, text, text)') is not null as present",
     );
-    if (!rows[0]?.present) return undefined;
+    if (!rows[0]?.present) return false;
     // The verifier only: the password reaches no statement and no log.
     await admin.query(
       `alter role gateway password ${admin.escapeLiteral(await scramVerifier(password))}`,
     );
-  } finally {
-    await admin.end();
-  }
+    return true;
+  });
+  if (!present) return undefined;
   const config = cluster.connectionConfig(database);
   const host = String(config.host ?? "127.0.0.1");
   const port = Number(config.port ?? 5432);
@@ -186,14 +184,9 @@ function elapsed(since: number): string {
 }
 
 export async function createDatabase(cluster: Cluster, database: string): Promise<void> {
-  const admin = new pg.Client(cluster.connectionConfig());
-  admin.on("error", () => {}); // errors surface through the query promises
-  await admin.connect();
-  try {
-    await admin.query(`create database ${admin.escapeIdentifier(database)}`);
-  } finally {
-    await admin.end();
-  }
+  await withClient(cluster.connectionConfig(), (admin) =>
+    admin.query(`create database ${admin.escapeIdentifier(database)}`),
+  );
 }
 
 /**
@@ -207,10 +200,7 @@ export async function applySessionSettings(
 ): Promise<void> {
   const entries = Object.entries(settings);
   if (entries.length === 0) return;
-  const client = new pg.Client(cluster.connectionConfig(database));
-  client.on("error", () => {});
-  await client.connect();
-  try {
+  await withClient(cluster.connectionConfig(database), async (client) => {
     const present = await client.query(
       "select to_regclass('auth.settings') is not null as present",
     );
@@ -220,9 +210,7 @@ export async function applySessionSettings(
       `update auth.settings set ${assignments.join(", ")}`,
       entries.map(([, value]) => value),
     );
-  } finally {
-    await client.end();
-  }
+  });
 }
 
 /** Loads compiled documents, in order, into `database` in one transaction. */
@@ -231,14 +219,7 @@ export async function loadDocuments(
   database: string,
   docs: CompiledDocument[],
 ): Promise<void> {
-  const client = new pg.Client(cluster.connectionConfig(database));
-  client.on("error", () => {}); // errors surface through the query promises
-  await client.connect();
-  try {
-    await loadSql(client, ...docs);
-  } finally {
-    await client.end();
-  }
+  await withClient(cluster.connectionConfig(database), (client) => loadSql(client, ...docs));
 }
 
 /** Runs the pgTAP suite of `database` on a connection of its own. */
@@ -247,14 +228,9 @@ export async function runDatabaseTests(
   database: string,
   sources?: SqlSource[],
 ): Promise<PgTapRun> {
-  const client = new pg.Client(cluster.connectionConfig(database));
-  client.on("error", () => {});
-  await client.connect();
-  try {
-    return await runPgTap(client, sources ? { sources } : {});
-  } finally {
-    await client.end().catch(() => {});
-  }
+  return withClient(cluster.connectionConfig(database), (client) =>
+    runPgTap(client, sources ? { sources } : {}),
+  );
 }
 
 export async function deployLocal(options: LocalDeploymentOptions = {}): Promise<LocalDeployment> {
@@ -305,10 +281,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     let docs = withTests;
     let testsSkippedBecause: string | undefined;
     if (wantTests) {
-      const probe = new pg.Client(cluster.connectionConfig(database));
-      probe.on("error", () => {});
-      await probe.connect();
-      const available = await hasPgTap(probe).finally(() => probe.end());
+      const available = await withClient(cluster.connectionConfig(database), hasPgTap);
       if (!available) {
         testsSkippedBecause =
           `pgTAP is not installed for PostgreSQL ${cluster.bin.major}, so the test blocks were not loaded ` +

@@ -19,28 +19,17 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
+import type pg from "pg";
 import { registerCleanup } from "./cleanup.js";
 import type { Cluster } from "./cluster.js";
-import { withConnectionHint } from "./connection-hints.js";
+import { withClient } from "./db.js";
 
-async function query<T extends pg.QueryResultRow>(
+function query<T extends pg.QueryResultRow>(
   config: pg.ClientConfig,
   sql: string,
   params: unknown[] = [],
 ): Promise<pg.QueryResult<T>> {
-  const client = new pg.Client(config);
-  client.on("error", () => {});
-  await client.connect().catch((error: unknown) => {
-    throw typeof config.connectionString === "string"
-      ? withConnectionHint(error, config.connectionString)
-      : error;
-  });
-  try {
-    return await client.query<T>(sql, params);
-  } finally {
-    await client.end().catch(() => {});
-  }
+  return withClient(config, (client) => client.query<T>(sql, params));
 }
 
 /** The cluster-wide state a guest must leave as it found it. */

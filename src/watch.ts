@@ -22,9 +22,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import chokidar from "chokidar";
-import pg from "pg";
 import { type CarryOverSummary, carryOver, describeCarryOver } from "./carry-over.js";
 import { type Cluster, startCluster } from "./cluster.js";
+import { withClient } from "./db.js";
 import {
   applySessionSettings,
   createDatabase,
@@ -115,14 +115,9 @@ function timestamp(): string {
 }
 
 async function dropDatabase(cluster: Cluster, database: string): Promise<void> {
-  const admin = new pg.Client(cluster.connectionConfig());
-  admin.on("error", () => {});
-  await admin.connect();
-  try {
-    await admin.query(`drop database if exists ${admin.escapeIdentifier(database)} with (force)`);
-  } finally {
-    await admin.end();
-  }
+  await withClient(cluster.connectionConfig(), (admin) =>
+    admin.query(`drop database if exists ${admin.escapeIdentifier(database)} with (force)`),
+  );
 }
 
 /** The superuser URL of a database in the cluster, for the HTTP suite's direct checks. */
@@ -402,10 +397,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
   };
 
   try {
-    const probe = new pg.Client(cluster.connectionConfig());
-    probe.on("error", () => {});
-    await probe.connect();
-    testsAvailable = wantTests && (await hasPgTap(probe).finally(() => probe.end()));
+    testsAvailable = wantTests && (await withClient(cluster.connectionConfig(), hasPgTap));
     if (wantTests && !testsAvailable) log("pgTAP is not installed: test blocks are not loaded");
     // A first version that fails to load is reported like any other; the
     // proxy answers 503 until a save fixes it.

@@ -6,10 +6,9 @@
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";
 import { Command, Option } from "commander";
-import pg from "pg";
 import { parse as parseConnectionString } from "pg-connection-string";
 import { registerCleanup, setSignalExitCode } from "../cleanup.js";
-import { withConnectionHint } from "../connection-hints.js";
+import { withClient } from "../db.js";
 import { startConnectBackend } from "../gateway/pgweb.js";
 import { startGateway } from "../gateway/server.js";
 import { type UpstreamAddress, upstreamAddress } from "../gateway/upstream.js";
@@ -74,21 +73,12 @@ export function upstreamFromUrl(url: string, problems: string[]): UpstreamAddres
  * reason, instead of every client being told "cannot reach the database".
  */
 async function checkDatabase(url: string): Promise<void> {
-  const client = new pg.Client({ connectionString: url });
-  client.on("error", () => {});
-  let present: boolean | undefined;
-  try {
-    await client.connect();
-    const { rows } = await client.query<{ present: boolean }>(
+  const { rows } = await withClient({ connectionString: url }, (client) =>
+    client.query<{ present: boolean }>(
       "select to_regprocedure('auth.door_open(text, text, text, text, text)') is not null as present",
-    );
-    present = rows[0]?.present;
-  } catch (error) {
-    throw withConnectionHint(error, url);
-  } finally {
-    await client.end().catch(() => {});
-  }
-  if (!present) {
+    ),
+  );
+  if (!rows[0]?.present) {
     throw new Error(
       "the database in --database-url has no database doors (auth.door_open): load sessions.sql.md into it first",
     );
