@@ -4,8 +4,8 @@
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Command, Option } from "commander";
-import type { IdentityMode } from "../postgrest.js";
-import { NO_ROLE_CLAIM, providerKeys } from "../sso.js";
+import { type IdentityMode, identitySettings } from "../postgrest.js";
+import { providerKeys, ssoPostgrestEnv } from "../sso.js";
 import { assertNoProblems, runAction, ssoOptions } from "./common.js";
 
 interface ConfFlags {
@@ -36,6 +36,13 @@ export async function postgrestConf(
   const origin = sso.keysFile
     ? `read from ${sso.keysFile}`
     : "fetched through OpenID Connect discovery";
+  // The same settings deploy-local gives PostgREST (PGRST_JWT_SECRET is jwt-secret).
+  const settings = Object.entries(ssoPostgrestEnv(jwks, sso.audience))
+    .map(
+      ([name, value]) =>
+        `${name.slice("PGRST_".length).toLowerCase().replaceAll("_", "-")} = ${quoted(value)}`,
+    )
+    .join("\n");
   const block = /# BEGIN JWT\n[\s\S]*?# END JWT\n/;
   if (!block.test(template))
     throw new Error("deploy/postgrest.conf has no BEGIN JWT ... END JWT block");
@@ -46,10 +53,9 @@ export async function postgrestConf(
 # ${sso.issuer}, ${origin} when this file was generated.
 # Regenerate it when the provider rotates its keys. Also run:
 #   update auth.settings set oidc_issuer = '${sso.issuer}', oidc_audience = '${sso.audience}';
-jwt-secret = ${quoted(jwks)}
-jwt-aud = ${quoted(sso.audience)}
-# A claim no provider issues: a provider's token never chooses a database role.
-jwt-role-claim-key = ${quoted(NO_ROLE_CLAIM)}
+# jwt-role-claim-key names a claim no provider issues: a provider's token
+# never chooses a database role.
+${settings}
 # END JWT
 `,
   );
@@ -58,6 +64,7 @@ jwt-role-claim-key = ${quoted(NO_ROLE_CLAIM)}
 /** The template's identity lines for a mode (the template is written for pre-request). */
 function withIdentity(template: string, identity: IdentityMode): string {
   if (identity === "pre-request") return template;
+  const { anonRole, preRequest: inlinePreRequest } = identitySettings(identity);
   const anon = /^db-anon-role = "anonymous"$/m;
   const preRequest = /^db-pre-request = "auth\.authenticate"$/m;
   if (!anon.test(template) || !preRequest.test(template)) {
@@ -70,9 +77,14 @@ function withIdentity(template: string, identity: IdentityMode): string {
       anon,
       "# Inline identity (sessions.sql.md): every request runs as webuser, and\n" +
         "# the session is looked up inside the request's own statement.\n" +
-        'db-anon-role = "webuser"',
+        `db-anon-role = "${anonRole}"`,
     )
-    .replace(preRequest, "# No pre-request function in inline mode.");
+    .replace(
+      preRequest,
+      inlinePreRequest
+        ? `db-pre-request = "${inlinePreRequest}"`
+        : "# No pre-request function in inline mode.",
+    );
 }
 
 export function postgrestConfCommand(): Command {
