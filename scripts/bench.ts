@@ -40,6 +40,7 @@ import {
   type PostgrestProcess,
   startPostgrest,
 } from "../src/postgrest.js";
+import { TestClient } from "../src/testing/client.js";
 import { type GatewayBench, measureGateway } from "./bench-gateway.js";
 
 const USAGE = `usage: npm run bench -- [options]
@@ -192,25 +193,17 @@ async function registerBenchUser(
   url: string,
   email: string,
 ): Promise<{ cookie: string; userId: number }> {
-  const register = () =>
-    fetch(`${url}/rpc/register`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({ email, name: "Bench", password: PASSWORD }),
-    });
-  let response = await register();
-  while (response.status === 429 && response.headers.get("retry-after") === "1") {
-    await response.arrayBuffer();
-    await new Promise((r) => setTimeout(r, 50));
-    response = await register();
-  }
-  const setCookie = response.headers.get("set-cookie") ?? "";
-  const body = (await response.json()) as { user_id: number };
-  const token = /session_token=([^;]+)/.exec(setCookie)?.[1];
+  // The test client already comes back when told the server is busy.
+  const client = new TestClient(url);
+  const response = await client.register(email, "Bench", PASSWORD);
+  const token = client.sessionToken;
   if (response.status !== 200 || !token) {
-    throw new Error(`registering ${email} failed: ${response.status} ${JSON.stringify(body)}`);
+    throw new Error(`registering ${email} failed: ${response.status} ${response.text}`);
   }
-  return { cookie: `session_token=${token}`, userId: body.user_id };
+  return {
+    cookie: `session_token=${token}`,
+    userId: (response.body as { user_id: number }).user_id,
+  };
 }
 
 /**
