@@ -49,7 +49,8 @@ const USAGE = `usage: npm run bench -- [options]
   --connections N      autocannon connections for throughput (default 10)
   --flood-rate N       requests per second of each attacker flood (default 100)
   --out FILE           the JSON results; the chart goes to FILE with .svg
-                       (default bench/results.json)
+                       (default bench/results.json; with --only gateway,
+                       bench/gateway.json)
   --only gateway       measure only the database doors (connection set-up and
                        query throughput through the gateway)
 `;
@@ -61,7 +62,7 @@ function parseOptions() {
         duration: { type: "string", default: "4" },
         rounds: { type: "string", default: "6" },
         connections: { type: "string", default: "10" },
-        out: { type: "string", default: "bench/results.json" },
+        out: { type: "string" },
         "flood-rate": { type: "string", default: "100" },
         only: { type: "string" },
         help: { type: "boolean", short: "h", default: false },
@@ -90,7 +91,8 @@ const duration = positiveNumber("duration", values.duration);
 const rounds = Math.round(positiveNumber("rounds", values.rounds));
 const connections = Math.round(positiveNumber("connections", values.connections));
 const floodRate = Math.round(positiveNumber("flood-rate", values["flood-rate"]));
-const outFile = values.out as string;
+const outFile =
+  values.out ?? (values.only === "gateway" ? "bench/gateway.json" : "bench/results.json");
 if (values.only !== undefined && values.only !== "gateway") {
   process.stderr.write(`--only takes "gateway", got "${values.only}"\n${USAGE}`);
   process.exit(2);
