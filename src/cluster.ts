@@ -239,6 +239,21 @@ export function findPsql(bin: PgBinaries): string | undefined {
   return dirs.map((dir) => join(dir, "psql")).find((path) => existsSync(path));
 }
 
+/**
+ * Up to PostgreSQL 14 every role may create objects in the schema public,
+ * where one planted by a database door's user would run in other users'
+ * requests; the session module refuses to load there. Databases created
+ * from template1 from now on inherit its public schema, closed as
+ * PostgreSQL 15 closes it.
+ */
+async function closePublicSchema(config: (database?: string) => pg.ClientConfig): Promise<void> {
+  for (const database of ["template1", "postgres"]) {
+    await withClient(config(database), (admin) =>
+      admin.query("revoke create on schema public from public"),
+    );
+  }
+}
+
 /** Starts a throwaway cluster and waits until it accepts connections. */
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const log = options.log ?? (() => {});
@@ -359,7 +374,9 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
         [
           "# Unix socket: a directory only the server's user can enter.",
           "local all all trust",
-          "# TCP: passwords, always.",
+          "# TCP: never a database door's role (the gateway reaches the socket),",
+          "# passwords for everyone else.",
+          "host all +door_users all reject",
           "host all all 127.0.0.1/32 scram-sha-256",
           "host all all ::1/128 scram-sha-256",
           "",
@@ -367,6 +384,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
       );
     }
     await launch();
+    await closePublicSchema(connectionConfig);
     if (tcpPassword) {
       // Only the verifier: the password itself reaches no statement and no log.
       const verifier = await scramVerifier(tcpPassword);
