@@ -8,7 +8,7 @@ import { join } from "node:path";
 import pg from "pg";
 import type { LocalDeployment } from "../src/deploy.js";
 import { randomPassword, scramVerifier } from "../src/gateway/scram.js";
-import { freePort } from "../src/postgrest.js";
+import { freePort } from "../src/net.js";
 
 export interface GatewayBench {
   connect_samples: number;

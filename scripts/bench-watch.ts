@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { freePort } from "../src/postgrest.js";
+import { freePort } from "../src/net.js";
 import { readProjectConfig } from "../src/project.js";
 import { watchDocument } from "../src/watch.js";
 

@@ -33,8 +33,8 @@ import { SignJWT } from "jose";
 import type pg from "pg";
 import { Pool } from "undici";
 import { deployLocal, type LocalDeployment } from "../src/deploy.js";
+import { freePort } from "../src/net.js";
 import {
-  freePort,
   identitySettings,
   type PostgrestConfig,
   type PostgrestProcess,

@@ -12,10 +12,10 @@ import { type AccessTokenOptions, type Gateway, startGateway } from "./gateway/s
 import { upstreamAddress } from "./gateway/upstream.js";
 import { loadSql, type SqlSource } from "./loader.js";
 import type { CompiledDocument } from "./md2sql.js";
+import { freePort } from "./net.js";
 import { pgTapInstallHint } from "./pgbin.js";
 import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
 import {
-  freePort,
   type IdentityMode,
   identitySettings,
   type PostgrestProcess,
@@ -125,7 +125,7 @@ export async function startDoors(
   const password = randomPassword();
   const present = await withClient(cluster.connectionConfig(database), async (admin) => {
     const { rows } = await admin.query(
-      "select to_regprocedure('auth.door_open(text, text, text, text, text)') is not null as present",
+      "select to_regprocedure('auth.door_open(text, text, text, text, text, text)') is not null as present",
     );
     if (!rows[0]?.present) return false;
     // The verifier only: the password reaches no statement and no log.

@@ -26,11 +26,11 @@ export {
   Md2SqlError,
 } from "./md2sql.js";
 export { type MigrateOptions, type MigrateResult, migrate } from "./migrate.js";
+export { freePort } from "./net.js";
 export { findPgBinaries, type PgBinaries } from "./pgbin.js";
 export { describeFailures, type PgTapRun, runPgTap } from "./pgtap.js";
 export {
   findPostgrestBinary,
-  freePort,
   type PostgrestConfig,
   type PostgrestProcess,
   startPostgrest,

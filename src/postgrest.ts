@@ -3,11 +3,12 @@
 // ready when its admin server's /ready says so.
 
 import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, openSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { createServer, type Server } from "node:net";
 import { dirname, join } from "node:path";
 import { registerCleanup } from "./cleanup.js";
+import { assertPortFree, freePort, PortInUseError } from "./net.js";
 import { NO_ROLE_CLAIM, NOBODY_CAN_SIGN } from "./sso.js";
 
 /**
@@ -58,8 +59,6 @@ export interface PostgrestProcess {
   stop(): Promise<void>;
 }
 
-export class PortInUseError extends Error {}
-
 export function findPostgrestBinary(explicit?: string, env = process.env): string {
   const chosen = explicit ?? env.POSTGREST_BIN;
   if (chosen) {
@@ -76,43 +75,6 @@ export function findPostgrestBinary(explicit?: string, env = process.env): strin
         "or set POSTGREST_BIN to a PostgREST 11 or 12 binary",
     );
   }
-}
-
-/** Fails with PortInUseError when something already listens on 127.0.0.1:port. */
-export function assertPortFree(port: number, what = "port"): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", (error: NodeJS.ErrnoException) => {
-      reject(
-        error.code === "EADDRINUSE"
-          ? new PortInUseError(`${what} ${port} is already in use on 127.0.0.1`)
-          : error,
-      );
-    });
-    probe.listen({ port, host: "127.0.0.1", exclusive: true }, () => {
-      probe.close(() => resolve());
-    });
-  });
-}
-
-/** Starts `server` listening on host:port (0: a free one); resolves with the port it got. */
-export function listen(server: Server, host: string, port = 0): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen({ host, port }, () => {
-      server.off("error", reject);
-      const address = server.address();
-      resolve(typeof address === "object" && address ? address.port : port);
-    });
-  });
-}
-
-/** A port the kernel says is free right now. */
-export async function freePort(): Promise<number> {
-  const probe = createServer();
-  const port = await listen(probe, "127.0.0.1");
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
 }
 
 function logTail(logFile: string, lines = 15): string {
@@ -161,6 +123,9 @@ export async function startPostgrest(config: PostgrestConfig): Promise<Postgrest
     PGRST_SERVER_PORT: String(config.port),
     PGRST_ADMIN_SERVER_PORT: String(adminPort),
     PGRST_DB_CHANNEL_ENABLED: "true",
+    // NOTIFY needs no privilege: through a database door anyone could make
+    // PostgREST reload on "pgrst". A channel nobody can guess is ours only.
+    PGRST_DB_CHANNEL: `pgrst_${randomBytes(12).toString("hex")}`,
     PGRST_LOG_LEVEL: "info",
     // Bearer tokens get 401, never 500, where no provider is configured
     // (see NOBODY_CAN_SIGN); a token never picks a role.

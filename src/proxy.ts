@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import http from "node:http";
 import { extname, join } from "node:path";
 import { registerCleanup } from "./cleanup.js";
-import { assertPortFree, listen } from "./postgrest.js";
+import { assertPortFree, listen } from "./net.js";
 
 export interface FrontProxy {
   readonly url: string;
@@ -194,6 +194,11 @@ export async function startFrontProxy(
     if (typeof headers.cookie === "string") {
       headers.cookie = withoutAmbiguousSessionCookies(headers.cookie);
     }
+    // The client's address, appended as nginx's $proxy_add_x_forwarded_for
+    // does: the password line gives each address its share (sessions.sql.md).
+    const forwardedFor = req.headers["x-forwarded-for"];
+    const remote = req.socket.remoteAddress?.replace(/^::ffff:/, "") ?? "";
+    headers["x-forwarded-for"] = forwardedFor ? `${forwardedFor}, ${remote}` : remote;
     if (body.length > 0 || req.headers["content-length"] !== undefined) {
       headers["content-length"] = body.length;
     }

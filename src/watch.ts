@@ -33,9 +33,9 @@ import {
   runDatabaseTests,
 } from "./deploy.js";
 import { type CompiledDocument, compileMarkdown, includedCode } from "./md2sql.js";
+import { freePort } from "./net.js";
 import { describeFailures, hasPgTap, type PgTapRun } from "./pgtap.js";
 import {
-  freePort,
   type IdentityMode,
   identitySettings,
   type PostgrestProcess,

@@ -4,7 +4,7 @@
 import { describe, expect, it } from "vitest";
 import { dockerAvailability } from "../src/container.js";
 import { deployLocal } from "../src/deploy.js";
-import { freePort } from "../src/postgrest.js";
+import { freePort } from "../src/net.js";
 
 const docker = await dockerAvailability();
 if (!docker.available) {

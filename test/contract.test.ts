@@ -134,6 +134,16 @@ describe("POST /rpc/register", () => {
 });
 
 describe("POST /rpc/login", () => {
+  it("lets ten people who log in at the same moment all in", async () => {
+    const people = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => newUser(api, `burst-${i}`)),
+    );
+    const answers = await Promise.all(
+      people.map((person) => browser().login(person.email, person.password)),
+    );
+    expect(answers.map((answer) => answer.status)).toEqual(Array(10).fill(200));
+  });
+
   it("logs in, sets a session cookie, and issues a new token every time", async () => {
     const user = await newUser(api, "login");
     const tokens = new Set([user.client.sessionToken]);

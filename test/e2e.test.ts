@@ -14,7 +14,7 @@ import {
   type Page,
 } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { freePort } from "../src/postgrest.js";
+import { freePort } from "../src/net.js";
 import { newUser } from "./support/client.js";
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";

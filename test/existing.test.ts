@@ -6,8 +6,8 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Cluster, startCluster } from "../src/cluster.js";
 import { deployLocal } from "../src/deploy.js";
+import { freePort } from "../src/net.js";
 import { describeFailures, type PgTapRun } from "../src/pgtap.js";
-import { freePort } from "../src/postgrest.js";
 
 let server: Cluster;
 let url: string;

@@ -8,8 +8,8 @@ import { dirname, join } from "node:path";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { startCluster } from "../src/cluster.js";
+import { freePort } from "../src/net.js";
 import { distributionPgTapDir, embeddedBinDir, pgTapInstallHint } from "../src/pgbin.js";
-import { freePort } from "../src/postgrest.js";
 import { clusterDirOf, spawnCli, waitForReady } from "./support/deploy-local-process.js";
 
 const MINIMAL = "test/fixtures/minimal.sql.md";

@@ -11,7 +11,8 @@ import { type Cluster, startCluster } from "../src/cluster.js";
 import { deployLocal } from "../src/deploy.js";
 import { SchemaLoadError } from "../src/loader.js";
 import { migrate } from "../src/migrate.js";
-import { freePort, startPostgrest } from "../src/postgrest.js";
+import { freePort } from "../src/net.js";
+import { startPostgrest } from "../src/postgrest.js";
 import { ROOT, spawnCli } from "./support/deploy-local-process.js";
 
 let cluster: Cluster;

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { exportJWK, generateKeyPair, generateSecret } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
-import { freePort } from "../src/postgrest.js";
+import { freePort } from "../src/net.js";
 import { providerKeys } from "../src/sso.js";
 import { spawnCli } from "./support/deploy-local-process.js";
 

@@ -22,7 +22,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Cluster, startCluster } from "../src/cluster.js";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
 import { migrate } from "../src/migrate.js";
-import { freePort } from "../src/postgrest.js";
+import { freePort } from "../src/net.js";
 import { selfSignedCertificate } from "./support/certificate.js";
 import { TestClient } from "./support/client.js";
 import { ROOT } from "./support/deploy-local-process.js";
@@ -213,7 +213,6 @@ describe("production without Docker: systemd's PostgREST behind nginx with TLS",
   it("limits password checks per client address (a login flood with fresh emails)", async () => {
     const client = new TestClient(`https://localhost:${httpsPort}`, {
       dispatcher: insecure,
-      retryBusy: false,
     });
     const statuses: number[] = [];
     for (let i = 0; i < 30; i++) {

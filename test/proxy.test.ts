@@ -7,7 +7,7 @@ import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { freePort } from "../src/postgrest.js";
+import { freePort } from "../src/net.js";
 import { type WatchSession, watchDocument } from "../src/watch.js";
 
 interface LoadResult {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
 import { deployLocal, type LocalDeployment } from "../src/deploy.js";
-import { freePort } from "../src/postgrest.js";
+import { freePort } from "../src/net.js";
 import { PASSWORD, TestClient, uniqueEmail } from "./support/client.js";
 import { connectPg, loginError } from "./support/gateway.js";
 import { type IdentityProvider, startIdentityProvider } from "./support/identity-provider.js";

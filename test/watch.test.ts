@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort } from "../src/postgrest.js";
+import { freePort } from "../src/net.js";
 import { type ReloadOutcome, type WatchSession, watchDocument } from "../src/watch.js";
 import { spawnCli, waitForReady } from "./support/deploy-local-process.js";
 

@@ -75,12 +75,12 @@ export function upstreamFromUrl(url: string, problems: string[]): UpstreamAddres
 async function checkDatabase(url: string): Promise<void> {
   const { rows } = await withClient({ connectionString: url }, (client) =>
     client.query<{ present: boolean }>(
-      "select to_regprocedure('auth.door_open(text, text, text, text, text)') is not null as present",
+      "select to_regprocedure('auth.door_open(text, text, text, text, text, text)') is not null as present",
     ),
   );
   if (!rows[0]?.present) {
     throw new Error(
-      "the database in --database-url has no database doors (auth.door_open): load sessions.sql.md into it first",
+      "the database in --database-url has no database doors (auth.door_open): load doors.sql.md into it first",
     );
   }
 }

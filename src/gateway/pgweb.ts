@@ -8,7 +8,7 @@
 
 import { createHash, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import { listen } from "../postgrest.js";
+import { listen } from "../net.js";
 import type { Gateway } from "./server.js";
 
 export interface ConnectBackendOptions {

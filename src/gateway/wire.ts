@@ -66,6 +66,17 @@ export function startupMessage(parameters: Record<string, string>): Buffer {
   return Buffer.concat([int32(payload.length + 4), payload]);
 }
 
+/**
+ * NegotiateProtocolVersion: the newest minor version of protocol 3 we
+ * speak, and the protocol options (_pq_.*) we did not recognise.
+ */
+export function negotiateProtocolVersion(minor: number, unknownOptions: string[]): Buffer {
+  return message(
+    "v",
+    Buffer.concat([int32(minor), int32(unknownOptions.length), ...unknownOptions.map(cstring)]),
+  );
+}
+
 export function cancelRequest(pid: number, secret: number): Buffer {
   const buffer = Buffer.alloc(16);
   buffer.writeInt32BE(16, 0);

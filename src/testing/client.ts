@@ -8,7 +8,7 @@
 // Domain scoping is not modelled: one client talks to one origin.
 
 import { randomBytes } from "node:crypto";
-import { type Dispatcher, request } from "undici";
+import { Agent, type Dispatcher, request } from "undici";
 
 /** One parsed `Set-Cookie` header, with its attributes kept for assertions. */
 export interface SetCookie {
@@ -202,6 +202,23 @@ export function uniqueEmail(label = "user"): string {
 /** A password that passes the contract's rules (8 characters to 72 bytes). */
 export const PASSWORD = "correct horse battery staple";
 
+let clients = 0;
+
+/**
+ * For a client of a loopback URL: a dispatcher that connects from a loopback
+ * address of its own (the kernel routes all of 127.0.0.0/8 to loopback), so
+ * that every test client is a client of its own to the API's per-address
+ * limits, as the browsers of different people are.
+ */
+function ownLoopbackAddress(baseUrl: string): Dispatcher | undefined {
+  const host = new URL(baseUrl).hostname;
+  if (!/^127\./.test(host) && host !== "localhost") return undefined;
+  clients += 1;
+  const n = clients + (process.pid % 200) * 4000;
+  const localAddress = `127.${2 + ((n >> 16) & 127)}.${(n >> 8) & 255}.${1 + (n & 127)}`;
+  return new Agent({ connect: { localAddress } });
+}
+
 /** A browser for one origin: a cookie jar plus request helpers. */
 export class TestClient {
   readonly jar: CookieJar;
@@ -212,21 +229,20 @@ export class TestClient {
     options: {
       jar?: CookieJar;
       headers?: Record<string, string>;
-      retryBusy?: boolean;
-      /** An undici dispatcher (e.g. an Agent that accepts a test certificate). */
+      /**
+       * An undici dispatcher (e.g. an Agent that accepts a test certificate).
+       * By default a client of a loopback URL connects from a loopback
+       * address of its own.
+       */
       dispatcher?: Dispatcher;
     } = {},
   ) {
     this.jar = options.jar ?? new CookieJar();
     this.defaultHeaders = options.headers ?? {};
-    this.retryBusy = options.retryBusy ?? true;
-    this.dispatcher = options.dispatcher;
+    this.dispatcher = options.dispatcher ?? ownLoopbackAddress(baseUrl);
   }
 
   readonly dispatcher: Dispatcher | undefined;
-
-  /** Whether "come back in a second" answers are retried (see request). */
-  readonly retryBusy: boolean;
 
   /** The session token the next request to `/` would send. */
   get sessionToken(): string | undefined {
@@ -263,22 +279,7 @@ export class TestClient {
         ...(body === undefined ? {} : { body }),
         ...(this.dispatcher ? { dispatcher: this.dispatcher } : {}),
       });
-    let response = await send();
-    // "Too many password checks at once" (429 with Retry-After: 1) is an
-    // answer to come back in a second, and a well-behaved client does:
-    // parallel test files share the deployment's few password slots. A
-    // throttle's 429 says 15 minutes and is not retried. Tests of the refusal
-    // itself turn this off.
-    // Up to 30 s in all: on a loaded machine, 50 logins queued behind one
-    // password slot take seconds.
-    const giveUpAt = Date.now() + 30_000;
-    while (this.retryBusy && Date.now() < giveUpAt) {
-      const wait = Number(response.headers["retry-after"]);
-      if (![429, 503].includes(response.statusCode) || !(wait <= 1)) break;
-      await response.body.dump();
-      await new Promise((r) => setTimeout(r, 20 + Math.random() * 80));
-      response = await send();
-    }
+    const response = await send();
     const text = await response.body.text();
     const raw = response.headers["set-cookie"];
     const setCookies = (raw === undefined ? [] : Array.isArray(raw) ? raw : [raw]).map(

@@ -22,9 +22,9 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import pg, { type ClientConfig } from "pg";
 import { deployLocal, type LocalDeployment } from "../deploy.js";
+import { freePort } from "../net.js";
 import { pgTapInstallHint } from "../pgbin.js";
 import { type PgTapRun, runPgTap } from "../pgtap.js";
-import { freePort } from "../postgrest.js";
 import "./provided.js";
 
 /** What the setup hands to `provide` (vitest's TestProject has it). */

@@ -6,6 +6,8 @@ import { existsSync, readdirSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import pg from "pg";
+import { type LoggedInUser, newUser } from "./client.js";
+import { query } from "./database.js";
 
 /** psql from PATH or Debian's newest PostgreSQL; a clear error when there is none. */
 export function psqlPath(): string {
@@ -55,18 +57,13 @@ export function runPsql(
 }
 
 /** runPsql with a connection string of its own (as deploy-local prints one). */
-export async function runPsqlAt(
+export function runPsqlAt(
   conninfo: string,
   password: string,
   args: string[],
   input = "",
 ): Promise<PsqlResult> {
-  const giveUpAt = Date.now() + RETRY_FOR_MS;
-  for (;;) {
-    const result = await runPsqlOnce(conninfo, password, args, input);
-    if (!result.stderr.includes(BUSY_TEXT) || Date.now() > giveUpAt) return result;
-    await new Promise((r) => setTimeout(r, 50 + Math.random() * 100));
-  }
+  return runPsqlOnce(conninfo, password, args, input);
 }
 
 function runPsqlOnce(
@@ -104,38 +101,31 @@ export function livePsql(
   });
 }
 
-// "Too many password checks at once": other test files hash passwords
-// meanwhile, and the gateway, like /rpc/login, says to come back.
-const BUSY = "53300";
-const BUSY_TEXT = "too many password checks at once";
-const RETRY_FOR_MS = 30_000;
-
-/** node-postgres through the gateway (coming back when told the server is busy). */
+/** node-postgres through the gateway. */
 export async function connectPg(
   door: Door,
   user: string,
   password: string,
   extra: pg.ClientConfig = {},
 ): Promise<pg.Client> {
-  const giveUpAt = Date.now() + RETRY_FOR_MS;
-  for (;;) {
-    const client = new pg.Client({
-      host: door.host,
-      port: door.port,
-      database: door.database ?? "app",
-      user,
-      password,
-      ...extra,
-    });
-    client.on("error", () => {}); // surfaced through queries and the end event
-    try {
-      await client.connect();
-      return client;
-    } catch (error) {
-      if ((error as { code?: string }).code !== BUSY || Date.now() > giveUpAt) throw error;
-      await new Promise((r) => setTimeout(r, 50 + Math.random() * 100));
-    }
-  }
+  const client = new pg.Client({
+    host: door.host,
+    port: door.port,
+    database: door.database ?? "app",
+    user,
+    password,
+    ...extra,
+  });
+  client.on("error", () => {}); // surfaced through queries and the end event
+  await client.connect();
+  return client;
+}
+
+/** A new account (over HTTP) that an administrator has given a database door. */
+export async function doorUser(api: string, label: string): Promise<LoggedInUser> {
+  const user = await newUser(api, label);
+  await query("select auth.grant_door($1)", [user.userId]);
+  return user;
 }
 
 /** The connect error of a login attempt (undefined when it succeeded). */

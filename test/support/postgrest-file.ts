@@ -2,7 +2,8 @@
 // file reads DB_URI, PORT and ADMIN_PORT from the environment.
 
 import { spawn } from "node:child_process";
-import { findPostgrestBinary, freePort } from "../../src/postgrest.js";
+import { freePort } from "../../src/net.js";
+import { findPostgrestBinary } from "../../src/postgrest.js";
 
 export interface RunningPostgrest {
   url: string;
