@@ -376,7 +376,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
           "local all all trust",
           "# TCP: never a database door's role (the gateway reaches the socket),",
           "# passwords for everyone else.",
-          "host all +door_users all reject",
+          `host all ${bin.major >= 16 ? "/^pgs_user_[0-9]+_[0-9]+$" : "+door_users"} all reject`,
           "host all all 127.0.0.1/32 scram-sha-256",
           "host all all ::1/128 scram-sha-256",
           "",

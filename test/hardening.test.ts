@@ -68,7 +68,7 @@ describe("4. a login flood cannot take every database connection, nor turn away 
       Array.from({ length: 10 }, (_, i) => newUser(api, `flood-honest-${i}`)),
     );
     // Every flood request comes from one address, as from one machine.
-    const floodAddress = new Agent({ connect: { localAddress: "127.66.66.66" } });
+    const floodAddress = new Agent({ localAddress: "127.66.66.66" });
     try {
       const flooder = () => new Browser(api, { dispatcher: floodAddress });
       const [flood, honest, read] = await Promise.all([

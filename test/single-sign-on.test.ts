@@ -225,11 +225,32 @@ describe("login with an identity provider's token", () => {
 });
 
 describe("an access token as the database password (the gateway)", () => {
+  /** A provider user with an account that has a database door. */
   async function signedUp(): Promise<{ sub: string; email: string }> {
     const sub = subject();
     const response = await loginWithToken(new TestClient(api), await idp.sign(sub));
     expect(response.status, response.text).toBe(200);
-    return { sub, email: `${sub}@sso.example` };
+    const email = `${sub}@sso.example`;
+    const db = await deployment.connect();
+    try {
+      await db.query("select auth.grant_door(user_id) from auth.users where email = $1", [email]);
+    } finally {
+      await db.end();
+    }
+    return { sub, email };
+  }
+
+  async function doorFailures(email: string): Promise<number> {
+    const db = await deployment.connect();
+    try {
+      const { rows } = await db.query<{ n: number }>(
+        "select count(*)::int as n from auth.audit where event = 'door_failed' and email = auth.email_key($1)",
+        [email],
+      );
+      return rows[0]?.n ?? 0;
+    } finally {
+      await db.end();
+    }
   }
 
   function door() {
@@ -269,6 +290,8 @@ describe("an access token as the database password (the gateway)", () => {
     const { sub, email } = await signedUp();
     const error = await loginError(door(), email, await makeToken(sub));
     expect(error?.code).toBe("28P01");
+    // A token that fails the gateway's own check cost nothing: it writes nothing.
+    expect(await doorFailures(email)).toBe(0);
   });
 
   it("refuses another user's valid token, and a token of an identity never linked", async () => {

@@ -77,7 +77,7 @@ export function refusal(outcome: string, user: string): ErrorFields {
   return (REFUSALS[outcome] ?? (REFUSALS.failed as (u: string) => ErrorFields))(user);
 }
 
-const looksLikeJwt = (secret: string) => /^eyJ[\w-]*\.[\w-]+\.[\w-]+$/.test(secret);
+const looksLikeJwt = (secret: string) => /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/.test(secret);
 
 export interface Admitted {
   upstream: UpstreamConnection;

@@ -214,9 +214,9 @@ function ownLoopbackAddress(baseUrl: string): Dispatcher | undefined {
   const host = new URL(baseUrl).hostname;
   if (!/^127\./.test(host) && host !== "localhost") return undefined;
   clients += 1;
-  const n = clients + (process.pid % 200) * 4000;
-  const localAddress = `127.${2 + ((n >> 16) & 127)}.${(n >> 8) & 255}.${1 + (n & 127)}`;
-  return new Agent({ connect: { localAddress } });
+  const n = clients + (process.pid % 200) * 30_000;
+  const localAddress = `127.${2 + ((n >> 15) & 127)}.${(n >> 7) & 255}.${1 + (n & 127)}`;
+  return new Agent({ localAddress });
 }
 
 /** A browser for one origin: a cookie jar plus request helpers. */
