@@ -1,5 +1,5 @@
 // The compatibility matrix: the pgTAP suite, the HTTP contract, security
-// and hardening suites and the database doors' suite on every PostgreSQL major from 13 to 18 and on
+// and hardening suites and the database doors' suites on every PostgreSQL major from 13 to 18 and on
 // PostgREST 11 and 12, each pair against a deploy-local instance of its own.
 //
 //   npm run test:compat -- [--pg 13,16] [--postgrest 11.2.2] [--no-install]
@@ -28,6 +28,7 @@ const SUITES = [
   "test/security.test.ts",
   "test/hardening.test.ts",
   "test/gateway.test.ts",
+  "test/door-abuse.test.ts",
 ];
 
 const USAGE = `usage: npm run test:compat -- [options]

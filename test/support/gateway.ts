@@ -33,6 +33,8 @@ export interface Door {
   host: string;
   port: number;
   database?: string;
+  /** Connect from this local address (raw clients only): another client, to per-address limits. */
+  localAddress?: string;
 }
 
 export function connectionString(door: Door, user: string): string {
@@ -181,6 +183,26 @@ export interface BackendMessage {
   body: Buffer;
 }
 
+/** The code and message of an ErrorResponse body. */
+export function errorFields(body: Buffer): { code: string; message: string } {
+  const fields: Record<string, string> = {};
+  let i = 0;
+  while (i < body.length && body[i] !== 0) {
+    const end = body.indexOf(0, i + 1);
+    fields[String.fromCharCode(body[i] as number)] = body.toString("utf8", i + 1, end);
+    i = end + 1;
+  }
+  return { code: fields.C ?? "", message: fields.M ?? "" };
+}
+
+export class LoginRefused extends Error {
+  readonly code: string;
+  constructor(fields: { code: string; message: string }) {
+    super(fields.message);
+    this.code = fields.code;
+  }
+}
+
 /**
  * A raw client: logs in with a cleartext password (as the gateway asks),
  * then sends bytes as given and collects the server's messages.
@@ -190,7 +212,7 @@ export class RawClient {
   private readonly messages: BackendMessage[] = [];
   private waiter: (() => void) | undefined;
 
-  private constructor(private readonly socket: Socket) {
+  private constructor(readonly socket: Socket) {
     socket.on("data", (chunk: Buffer) => {
       this.buffer = Buffer.concat([this.buffer, chunk]);
       while (this.buffer.length >= 5) {
@@ -208,7 +230,14 @@ export class RawClient {
 
   static async login(door: Door, user: string, password: string): Promise<RawClient> {
     const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = connect(door.port, door.host, () => resolve(s));
+      const s = connect(
+        {
+          port: door.port,
+          host: door.host,
+          ...(door.localAddress ? { localAddress: door.localAddress } : {}),
+        },
+        () => resolve(s),
+      );
       s.once("error", reject);
     });
     const client = new RawClient(socket);
@@ -224,10 +253,20 @@ export class RawClient {
     head.writeInt32BE(196608, 4);
     socket.write(Buffer.concat([head, params]));
     const ask = await client.until((m) => m.type === "R" || m.type === "E");
-    if (ask.at(-1)?.type !== "R") throw new Error("the gateway did not ask for a password");
+    const asked = ask.at(-1);
+    if (asked?.type !== "R") {
+      socket.destroy();
+      throw asked
+        ? new LoginRefused(errorFields(asked.body))
+        : new Error("the gateway did not ask for a password");
+    }
     socket.write(typed("p", z(password)));
     const startup = await client.until((m) => m.type === "Z" || m.type === "E");
-    if (startup.at(-1)?.type !== "Z") throw new Error("login failed");
+    const last = startup.at(-1);
+    if (last?.type !== "Z") {
+      client.socket.destroy();
+      throw new LoginRefused(last ? errorFields(last.body) : { code: "", message: "no answer" });
+    }
     return client;
   }
 
