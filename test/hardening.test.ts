@@ -453,6 +453,59 @@ describe("26. pre-existing roles are checked, not trusted", () => {
   });
 });
 
+describe("the search path other people's requests use cannot be planted on", () => {
+  it("the module refuses to load while request roles may create objects, naming the fix", async () => {
+    const cluster = await startCluster();
+    try {
+      const admin = new pg.Client(cluster.connectionConfig());
+      await admin.connect();
+      // PostgreSQL 13 and 14 grant this by default.
+      await admin.query("grant create on schema public to public");
+      const doc = await compileFile("sessions.sql.md");
+      const client = new pg.Client(cluster.connectionConfig());
+      await client.connect();
+      const failure = await loadSql(client, doc).then(
+        () => undefined,
+        (e: { report?: string; message: string }) => e.report ?? e.message,
+      );
+      expect(failure).toContain(
+        "webuser may create objects in schema public (run: revoke create on schema public from public)",
+      );
+      await admin.query("revoke create on schema public from public");
+      await admin.end();
+      await loadSql(client, doc);
+      await client.end();
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
+describe("a project without the doors document", () => {
+  it("has no door roles, functions or settings in its database", async () => {
+    const cluster = await startCluster();
+    try {
+      const client = new pg.Client(cluster.connectionConfig());
+      await client.connect();
+      await loadSql(client, await compileFile("sessions.sql.md"));
+      const { rows } = await client.query<{ what: string }>(`
+        select 'role ' || rolname as what from pg_roles
+         where rolname in ('gateway', 'door_admin', 'door_guard', 'door_users') or rolcreaterole and not rolsuper
+        union all
+        select 'function ' || p.oid::regprocedure from pg_proc p
+         where p.pronamespace in ('auth'::regnamespace, 'api'::regnamespace)
+           and (p.proname like '%door%' or p.proname like 'pgweb%')
+        union all
+        select 'column ' || attname from pg_attribute
+         where attrelid = 'auth.settings'::regclass and attname like 'door%'`);
+      await client.end();
+      expect(rows.map((r) => r.what)).toEqual([]);
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
 describe("27. renewals and identities", () => {
   it("a logged-in user lists their identities (none for a password account)", async () => {
     const user = await newUser(api, "identities");
