@@ -278,6 +278,13 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   try {
     cluster.noteDatabase?.(database);
     await createDatabase(cluster, database);
+    if (options.existingServer) {
+      // As a throwaway cluster's template has it (see closePublicSchema):
+      // PostgreSQL 13 and 14 let every role create objects in public.
+      await withClient(cluster.connectionConfig(database), (admin) =>
+        admin.query("revoke create on schema public from public"),
+      );
+    }
     let docs = withTests;
     let testsSkippedBecause: string | undefined;
     if (wantTests) {

@@ -23,6 +23,7 @@ import type pg from "pg";
 import { registerCleanup } from "./cleanup.js";
 import type { Cluster } from "./cluster.js";
 import { withClient } from "./db.js";
+import { scramVerifier } from "./gateway/scram.js";
 
 function query<T extends pg.QueryResultRow>(
   config: pg.ClientConfig,
@@ -88,29 +89,47 @@ const ROLE_ATTRIBUTES = [
 
 /**
  * The statements that put `before` back, for roles and databases that existed
- * then (what did not exist then has been dropped already).
+ * then (what did not exist then has been dropped already). Only what this run
+ * changed is put back: what differs between `before` and `ours` (the state
+ * once our changes were made) and has not been changed again since (`now`
+ * still equals `ours` there). A password a DBA rotated during the run stays.
  */
-export function restoreStatements(before: SharedState, now: SharedState): string[] {
+export function restoreStatements(
+  before: SharedState,
+  ours: SharedState,
+  now: SharedState,
+): string[] {
   const statements: string[] = [];
   const existed = (role: string) => role in before.roles && role in now.roles;
+  /** Changed by us, and left as we left it. */
+  const undo = (then: unknown, left: unknown, current: unknown) =>
+    JSON.stringify(then) !== JSON.stringify(left) && JSON.stringify(left) === JSON.stringify(current);
   for (const [role, then] of Object.entries(before.roles)) {
     const current = now.roles[role];
-    if (!current) continue;
+    const left = ours.roles[role];
+    if (!current || !left) continue;
     const changes: string[] = [];
     ROLE_ATTRIBUTES.forEach(([on, off], i) => {
-      if (then.attributes[i] !== current.attributes[i]) changes.push(then.attributes[i] ? on : off);
+      if (undo(then.attributes[i], left.attributes[i], current.attributes[i])) {
+        changes.push(then.attributes[i] ? on : off);
+      }
     });
-    if (then.attributes[7] !== current.attributes[7]) {
+    if (undo(then.attributes[7], left.attributes[7], current.attributes[7])) {
       changes.push(`CONNECTION LIMIT ${Number(then.attributes[7])}`);
     }
     if (changes.length > 0) statements.push(`alter role ${ident(role)} ${changes.join(" ")}`);
-    if (then.comment !== current.comment) {
+    if (undo(then.comment, left.comment, current.comment)) {
       statements.push(
         `comment on role ${ident(role)} is ${then.comment === null ? "null" : literal(then.comment)}`,
       );
     }
     const password = before.passwords?.[role];
-    if (before.passwords && now.passwords && password !== now.passwords[role]) {
+    if (
+      before.passwords &&
+      ours.passwords &&
+      now.passwords &&
+      undo(password ?? null, ours.passwords[role] ?? null, now.passwords[role] ?? null)
+    ) {
       // A stored hash given back as the password restores it exactly.
       statements.push(
         `alter role ${ident(role)} password ${password == null ? "null" : literal(password)}`,
@@ -119,26 +138,26 @@ export function restoreStatements(before: SharedState, now: SharedState): string
   }
   const key = (m: [string, string, boolean]) => `${m[0]}\0${m[1]}`;
   const thenMembers = new Map(before.memberships.map((m) => [key(m), m]));
+  const ourMembers = new Map(ours.memberships.map((m) => [key(m), m]));
   const nowMembers = new Map(now.memberships.map((m) => [key(m), m]));
   for (const [k, [role, member]] of nowMembers) {
-    if (!thenMembers.has(k) && existed(role) && existed(member)) {
+    if (!thenMembers.has(k) && ourMembers.has(k) && existed(role) && existed(member)) {
       statements.push(`revoke ${ident(role)} from ${ident(member)} cascade`);
     }
   }
   for (const [k, [role, member, admin]] of thenMembers) {
+    const left = ourMembers.get(k);
     const current = nowMembers.get(k);
     if (!existed(role) || !existed(member)) continue;
-    if (!current || current[2] !== admin) {
-      if (current && !admin)
-        statements.push(`revoke admin option for ${ident(role)} from ${ident(member)}`);
-      else
-        statements.push(
-          `grant ${ident(role)} to ${ident(member)}${admin ? " with admin option" : ""}`,
-        );
-    }
+    if (!undo(admin, left?.[2] ?? null, current?.[2] ?? null)) continue;
+    if (current && !admin)
+      statements.push(`revoke admin option for ${ident(role)} from ${ident(member)}`);
+    else
+      statements.push(`grant ${ident(role)} to ${ident(member)}${admin ? " with admin option" : ""}`);
   }
   const settingKey = (s: [string, string, string[]]) => `${s[0]}\0${s[1]}`;
   const thenSettings = new Map(before.settings.map((s) => [settingKey(s), s]));
+  const ourSettings = new Map(ours.settings.map((s) => [settingKey(s), s]));
   const nowSettings = new Map(now.settings.map((s) => [settingKey(s), s]));
   for (const k of new Set([...thenSettings.keys(), ...nowSettings.keys()])) {
     const then = thenSettings.get(k);
@@ -146,7 +165,7 @@ export function restoreStatements(before: SharedState, now: SharedState): string
     const [database, role] = (then ?? current) as [string, string, string[]];
     if (role !== "" && !existed(role)) continue;
     if (database !== "" && !before.databases.some(([name]) => name === database)) continue;
-    if (JSON.stringify(then?.[2] ?? []) === JSON.stringify(current?.[2] ?? [])) continue;
+    if (!undo(then?.[2] ?? [], ourSettings.get(k)?.[2] ?? [], current?.[2] ?? [])) continue;
     const target =
       role === ""
         ? `alter database ${ident(database)}`
@@ -176,6 +195,8 @@ export async function useExistingServer(url: string): Promise<Cluster> {
   const password = randomBytes(18).toString("base64url");
   const dir = mkdtempSync(join(tmpdir(), "pgs-existing-"));
   const created = new Set<string>();
+  /** The shared state once our changes were made (see restoreStatements). */
+  let ours: SharedState | undefined;
 
   const connectionConfig = (database = adminDatabase): pg.ClientConfig => {
     const copy = new URL(url);
@@ -202,7 +223,8 @@ export async function useExistingServer(url: string): Promise<Cluster> {
         if (rolname in before.roles || rolname.startsWith("pg_")) continue;
         await query(base, `drop role if exists ${ident(rolname)}`).catch(() => {});
       }
-      for (const statement of restoreStatements(before, await readSharedState(base))) {
+      const now = await readSharedState(base);
+      for (const statement of restoreStatements(before, ours ?? now, now)) {
         await query(base, statement);
       }
       rmSync(dir, { recursive: true, force: true });
@@ -253,8 +275,25 @@ export async function useExistingServer(url: string): Promise<Cluster> {
     },
     prepareAuthenticator: async () => {
       // SET ROLE follows memberships through authenticator to anonymous and webuser.
-      await query(base, `create role ${loginRole} login noinherit password '${password}'`);
+      // The verifier only: the password reaches no statement and no log.
+      const verifier = await scramVerifier(password);
+      await query(base, `create role ${loginRole} login noinherit password ${literal(verifier)}`);
       await query(base, `grant authenticator to ${loginRole}`);
+      // Role settings apply to the role that logs in: PostgREST's login gets
+      // the authenticator's (the statement timeout, no parameters in the log).
+      const { rows } = await query<{ setting: string }>(
+        base,
+        `select unnest(setconfig) as setting from pg_db_role_setting
+          where setrole = 'authenticator'::regrole and setdatabase = 0`,
+      );
+      for (const { setting } of rows) {
+        const at = setting.indexOf("=");
+        await query(
+          base,
+          `alter role ${loginRole} set ${setting.slice(0, at)} = ${literal(setting.slice(at + 1))}`,
+        );
+      }
+      ours = await readSharedState(base);
     },
   };
 }

@@ -98,6 +98,51 @@ describe("deploying onto an existing server", () => {
     await serverQuery("drop role anonymous");
   });
 
+  it("puts back only what it changed: a password a DBA rotates meanwhile stays", async () => {
+    await serverQuery(`
+      create role authenticator login noinherit password 'their own password';
+      create role anonymous nologin;
+      comment on role anonymous is 'theirs';
+    `);
+    const deployment = await deployLocal({
+      existingServer: url,
+      database: "pgs_existing_rotated",
+      port: await freePort(),
+      tests: false,
+    });
+    try {
+      // PostgREST's own login role has the authenticator's protections.
+      const login = await serverQuery(`
+        select s.setconfig from pg_db_role_setting s join pg_roles r on r.oid = s.setrole
+         where r.rolname like 'pgs\\_login\\_%'`);
+      expect(login.rows[0]?.setconfig).toEqual(
+        expect.arrayContaining([
+          "statement_timeout=5s",
+          "log_parameter_max_length=0",
+          "log_parameter_max_length_on_error=0",
+        ]),
+      );
+      // Meanwhile a DBA rotates the other application's password and comments a role.
+      await serverQuery(`
+        alter role authenticator password 'rotated by the DBA';
+        comment on role anonymous is 'the DBA''s';
+      `);
+    } finally {
+      await deployment.stop();
+    }
+    const theirs = new pg.Client({
+      connectionString: `postgres://authenticator:rotated%20by%20the%20DBA@127.0.0.1:${server.port}/postgres`,
+    });
+    await theirs.connect();
+    await theirs.end();
+    const comment = await serverQuery(
+      "select shobj_description('anonymous'::regrole, 'pg_authid') as c",
+    );
+    expect(comment.rows[0]?.c).toBe("the DBA's");
+    await serverQuery("drop role authenticator");
+    await serverQuery("drop role anonymous");
+  });
+
   it("serves the app from its own database, then removes the database and the new roles", async () => {
     const deployment = await deployLocal({
       existingServer: url,
