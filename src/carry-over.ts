@@ -56,6 +56,42 @@ async function shapes(client: pg.Client): Promise<Map<string, TableShape>> {
   return new Map(rows.map((row) => [row.table, row]));
 }
 
+// Which tables each table references, in the same names as SHAPES.
+const REFERENCES = `
+  select format('%I.%I', cn.nspname, child.relname) as child,
+         format('%I.%I', pn.nspname, parent.relname) as parent
+    from pg_constraint c
+    join pg_class child on child.oid = c.conrelid
+    join pg_namespace cn on cn.oid = child.relnamespace
+    join pg_class parent on parent.oid = c.confrelid
+    join pg_namespace pn on pn.oid = parent.relnamespace
+   where c.contype = 'f' and c.conrelid <> c.confrelid`;
+
+/**
+ * The tables that may keep the previous version's rows: same shape, and
+ * every table they reference kept too. Rows whose references point at a
+ * table that starts again from its fixtures would point at other rows,
+ * another user's, say, with the same id.
+ */
+function keepable(
+  candidates: Set<string>,
+  references: Array<{ child: string; parent: string }>,
+  notCarried: Array<{ table: string; reason: string }>,
+): Set<string> {
+  const kept = new Set(candidates);
+  for (let changed = true; changed; ) {
+    changed = false;
+    for (const { child, parent } of references) {
+      if (kept.has(child) && !kept.has(parent)) {
+        kept.delete(child);
+        notCarried.push({ table: child, reason: `it references ${parent}, which was not kept` });
+        changed = true;
+      }
+    }
+  }
+  return kept;
+}
+
 async function connect(cluster: Cluster, database: string): Promise<pg.Client> {
   const client = new pg.Client(cluster.connectionConfig(database));
   client.on("error", () => {});
@@ -101,15 +137,22 @@ export async function carryOver(
   try {
     const before = await shapes(source);
     const after = await shapes(target);
-    await target.query("begin");
-    await target.query("set local session_replication_role = replica");
+    const sameShape = new Set<string>();
     for (const [table, shape] of after) {
       const old = before.get(table);
       if (!old) continue; // a new table: its fixtures are all there is
       if (old.shape !== shape.shape) {
         summary.notCarried.push({ table, reason: "its columns changed" });
-        continue;
+      } else {
+        sameShape.add(table);
       }
+    }
+    const references = (await target.query<{ child: string; parent: string }>(REFERENCES)).rows;
+    const kept = keepable(sameShape, references, summary.notCarried);
+    await target.query("begin");
+    await target.query("set local session_replication_role = replica");
+    for (const [table, shape] of after) {
+      if (!kept.has(table)) continue;
       const columns = shape.writable.join(", ");
       const { rows } = await source.query<{ data: unknown[] }>(
         `select coalesce(json_agg(t), '[]') as data from (select ${columns} from only ${table}) t`,

@@ -103,7 +103,8 @@ export function restoreStatements(
   const existed = (role: string) => role in before.roles && role in now.roles;
   /** Changed by us, and left as we left it. */
   const undo = (then: unknown, left: unknown, current: unknown) =>
-    JSON.stringify(then) !== JSON.stringify(left) && JSON.stringify(left) === JSON.stringify(current);
+    JSON.stringify(then) !== JSON.stringify(left) &&
+    JSON.stringify(left) === JSON.stringify(current);
   for (const [role, then] of Object.entries(before.roles)) {
     const current = now.roles[role];
     const left = ours.roles[role];
@@ -153,7 +154,9 @@ export function restoreStatements(
     if (current && !admin)
       statements.push(`revoke admin option for ${ident(role)} from ${ident(member)}`);
     else
-      statements.push(`grant ${ident(role)} to ${ident(member)}${admin ? " with admin option" : ""}`);
+      statements.push(
+        `grant ${ident(role)} to ${ident(member)}${admin ? " with admin option" : ""}`,
+      );
   }
   const settingKey = (s: [string, string, string[]]) => `${s[0]}\0${s[1]}`;
   const thenSettings = new Map(before.settings.map((s) => [settingKey(s), s]));

@@ -185,6 +185,33 @@ describe("watch mode", () => {
     expect(reshaped?.kind).toBe("loaded");
     expect(await greetings()).toEqual(["hi", "hey"]);
     expect(lastReloadLine()).toMatch(/api\.greetings not kept \(its columns changed\)/);
+
+    // A table that references one that starts again from its fixtures starts
+    // again too: its rows would point at other rows with the same ids.
+    const notes =
+      "create table api.notes (note_id int generated always as identity primary key, " +
+      "greeting_id int references api.greetings, note text);\n" +
+      "insert into api.notes (greeting_id, note) values (1, 'fixture note');";
+    expect((await save(documentWithVersion("notes", notes)))?.kind).toBe("loaded");
+    const byHand = new pg.Client(session.cluster.connectionConfig(session.currentDatabase()));
+    await byHand.connect();
+    await byHand.query("insert into api.notes (greeting_id, note) values (2, 'about hey')");
+    await byHand.end();
+    const reshapedAgain = await save(
+      documentWithVersion(
+        "notes-2",
+        `alter table api.greetings add column loud boolean;\n${notes}`,
+      ),
+    );
+    expect(reshapedAgain?.kind).toBe("loaded");
+    const check = new pg.Client(session.cluster.connectionConfig(session.currentDatabase()));
+    await check.connect();
+    const { rows: kept } = await check.query<{ note: string }>("select note from api.notes");
+    await check.end();
+    expect(kept.map((r) => r.note)).toEqual(["fixture note"]);
+    expect(lastReloadLine()).toMatch(
+      /api\.notes not kept \(it references api\.greetings, which was not kept\)/,
+    );
   });
 
   it("a save right after another does not wait for the previous version's tests", async () => {
