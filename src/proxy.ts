@@ -144,6 +144,46 @@ function readBody(req: http.IncomingMessage): Promise<Buffer> {
   });
 }
 
+/**
+ * PostgREST's 503 for a database it cannot reach carries the driver's error
+ * in `details`, which names the server's socket path or host. That is for
+ * PostgREST's log, not for every client: the body is passed on without it.
+ */
+function answerUnavailable(
+  answer: http.IncomingMessage,
+  res: http.ServerResponse,
+  settle: () => void,
+): void {
+  const chunks: Buffer[] = [];
+  answer.on("data", (chunk: Buffer) => chunks.push(chunk));
+  answer.once("error", settle);
+  answer.once("end", () => {
+    settle();
+    let body = Buffer.concat(chunks).toString("utf8");
+    try {
+      const error = JSON.parse(body) as Record<string, unknown>;
+      if (typeof error.code === "string" && /^PGRST00\d$/.test(error.code)) {
+        body = JSON.stringify({ ...error, details: null, hint: "try again in a moment" });
+      }
+    } catch {
+      // Not JSON: passed on as it came.
+    }
+    const headers = endToEndRawHeaders(answer.rawHeaders);
+    const kept: string[] = [];
+    for (let i = 0; i + 1 < headers.length; i += 2) {
+      if ((headers[i] as string).toLowerCase() !== "content-length") {
+        kept.push(headers[i] as string, headers[i + 1] as string);
+      }
+    }
+    res.writeHead(503, answer.statusMessage, [
+      ...kept,
+      "content-length",
+      String(Buffer.byteLength(body)),
+    ]);
+    res.end(body);
+  });
+}
+
 /** Starts the proxy; until a target is set, API requests get 503. */
 export async function startFrontProxy(
   port: number,
@@ -213,6 +253,10 @@ export async function startFrontProxy(
         agent,
       },
       (answer) => {
+        if (answer.statusCode === 503) {
+          answerUnavailable(answer, res, settle);
+          return;
+        }
         res.writeHead(
           answer.statusCode ?? 502,
           answer.statusMessage,

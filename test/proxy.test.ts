@@ -7,6 +7,7 @@ import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { deployLocal } from "../src/deploy.js";
 import { freePort } from "../src/net.js";
 import { type WatchSession, watchDocument } from "../src/watch.js";
 
@@ -92,6 +93,33 @@ describe("the front proxy under load", () => {
     const result = await load(`${apiUrl}/todos`, 1500, 3, false);
     expect(result.proxyErrors).toEqual([]);
     expect(result.statuses[401]).toBe(1500);
+  });
+});
+
+describe("when the database is down", () => {
+  it("PostgREST's 503 reaches the client without the server's socket path", async () => {
+    const deployment = await deployLocal({ port: await freePort(), tests: false, gateway: false });
+    try {
+      await deployment.cluster.stop();
+      // The first request may meet a pooled connection as it dies; PostgREST
+      // then notices the database is gone and answers 503.
+      let response = await fetch(`${deployment.url}/todos`);
+      for (let i = 0; i < 50 && response.status !== 503; i++) {
+        await response.text();
+        await new Promise((r) => setTimeout(r, 100));
+        response = await fetch(`${deployment.url}/todos`);
+      }
+      const text = await response.text();
+      expect(response.status).toBe(503);
+      expect(JSON.parse(text)).toMatchObject({
+        code: expect.stringMatching(/^PGRST00/),
+        details: null,
+      });
+      expect(text).not.toContain(deployment.cluster.socketDir);
+      expect(text).not.toContain(".s.PGSQL");
+    } finally {
+      await deployment.stop();
+    }
   });
 });
 
