@@ -10,7 +10,7 @@ import { parse as parseConnectionString } from "pg-connection-string";
 import { registerCleanup, setSignalExitCode } from "../cleanup.js";
 import { withClient } from "../db.js";
 import { startConnectBackend } from "../gateway/pgweb.js";
-import { startGateway } from "../gateway/server.js";
+import { DEFAULT_LIMITS, type GatewayLimits, startGateway } from "../gateway/server.js";
 import { type UpstreamAddress, upstreamAddress } from "../gateway/upstream.js";
 import { providerKeys } from "../sso.js";
 import { assertNoProblems, runAction, ssoOptions } from "./common.js";
@@ -26,7 +26,72 @@ interface GatewayFlags {
   pgwebToken?: string;
   pgwebListen: string;
   publicAddress?: string;
+  maxConnections: string;
+  maxConnectionsPerUser: string;
+  maxConnectionsPerAddress: string;
+  maxPending: string;
+  maxPendingPerAddress: string;
+  authenticationTimeout: string;
+  maxStatement: string;
+  maxTransaction: string;
+  maxIdleInTransaction: string;
 }
+
+/** "30s", "500ms", "2m" or plain seconds, in milliseconds. */
+export function parseDuration(text: string, name: string, problems: string[]): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  const value = Number(match?.[1]);
+  if (!match || !(value > 0)) {
+    problems.push(`${name} must be a duration such as 30s, 500ms or 2m, got "${text}"`);
+    return 0;
+  }
+  return Math.round(value * ({ ms: 1, s: 1000, m: 60_000 }[match[2] ?? "s"] as number));
+}
+
+function parseCount(text: string, name: string, problems: string[]): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 1) {
+    problems.push(`${name} must be a whole number of at least 1, got "${text}"`);
+  }
+  return value;
+}
+
+/** The limits flags, checked; see limits.ts for what each bounds. */
+function gatewayLimits(flags: GatewayFlags, problems: string[]): GatewayLimits {
+  return {
+    maxConnections: parseCount(flags.maxConnections, "--max-connections", problems),
+    maxConnectionsPerUser: parseCount(
+      flags.maxConnectionsPerUser,
+      "--max-connections-per-user",
+      problems,
+    ),
+    maxConnectionsPerAddress: parseCount(
+      flags.maxConnectionsPerAddress,
+      "--max-connections-per-address",
+      problems,
+    ),
+    maxPending: parseCount(flags.maxPending, "--max-pending", problems),
+    maxPendingPerAddress: parseCount(
+      flags.maxPendingPerAddress,
+      "--max-pending-per-address",
+      problems,
+    ),
+    authenticationTimeoutMs: parseDuration(
+      flags.authenticationTimeout,
+      "--authentication-timeout",
+      problems,
+    ),
+    maxStatementMs: parseDuration(flags.maxStatement, "--max-statement", problems),
+    maxTransactionMs: parseDuration(flags.maxTransaction, "--max-transaction", problems),
+    maxIdleInTransactionMs: parseDuration(
+      flags.maxIdleInTransaction,
+      "--max-idle-in-transaction",
+      problems,
+    ),
+  };
+}
+
+const seconds = (ms: number) => `${ms / 1000}s`;
 
 /** "host:port", "[v6]:port" or ":port" (all interfaces). */
 export function parseAddress(
@@ -142,6 +207,51 @@ export function gatewayCommand(): Command {
       "--public-address <host:port>",
       "the gateway's address as pgweb reaches it, for the database URLs it is given (default: --listen)",
     )
+    .option(
+      "--max-connections <n>",
+      "relayed connections in all (each is one PostgreSQL backend; keep it under max_connections minus PostgREST's pool and the reserved ones)",
+      String(DEFAULT_LIMITS.maxConnections),
+    )
+    .option(
+      "--max-connections-per-user <n>",
+      "relayed connections of one user",
+      String(DEFAULT_LIMITS.maxConnectionsPerUser),
+    )
+    .option(
+      "--max-connections-per-address <n>",
+      "relayed connections from one client address",
+      String(DEFAULT_LIMITS.maxConnectionsPerAddress),
+    )
+    .option(
+      "--max-pending <n>",
+      "connections still logging in, in all",
+      String(DEFAULT_LIMITS.maxPending),
+    )
+    .option(
+      "--max-pending-per-address <n>",
+      "connections still logging in from one client address",
+      String(DEFAULT_LIMITS.maxPendingPerAddress),
+    )
+    .option(
+      "--authentication-timeout <duration>",
+      "time from a connection's first byte to the end of its password check",
+      seconds(DEFAULT_LIMITS.authenticationTimeoutMs),
+    )
+    .option(
+      "--max-statement <duration>",
+      "longest statement; past it the connection's backend is ended",
+      seconds(DEFAULT_LIMITS.maxStatementMs),
+    )
+    .option(
+      "--max-transaction <duration>",
+      "longest transaction; past it the connection's backend is ended",
+      seconds(DEFAULT_LIMITS.maxTransactionMs),
+    )
+    .option(
+      "--max-idle-in-transaction <duration>",
+      "longest wait for the client inside a transaction; past it the backend is ended",
+      seconds(DEFAULT_LIMITS.maxIdleInTransactionMs),
+    )
     .action((flags: GatewayFlags) =>
       runAction(async () => {
         const problems: string[] = [];
@@ -162,6 +272,7 @@ export function gatewayCommand(): Command {
           problems.push("--pgweb-token must be at least 16 characters");
         }
         const sso = ssoOptions(flags, problems);
+        const limits = gatewayLimits(flags, problems);
         assertNoProblems(problems);
         const tls =
           flags.tlsCert && flags.tlsKey
@@ -174,6 +285,7 @@ export function gatewayCommand(): Command {
           host: listen?.host as string,
           port: listen?.port as number,
           ...(tls ? { tls } : {}),
+          limits,
           ...(sso
             ? {
                 accessTokens: {
