@@ -65,6 +65,12 @@ const REFUSALS: Record<string, (user: string) => ErrorFields> = {
     message: "too many password checks from your address at once",
     hint: "wait for the ones you started",
   }),
+  too_fast: () => ({
+    severity: "FATAL",
+    code: "53300",
+    message: "too many password checks from your address",
+    hint: "try again in a few seconds",
+  }),
   in_progress: () => ({
     severity: "FATAL",
     code: "53300",
