@@ -24,6 +24,17 @@ async function keyFile(name: string, keys: object[]): Promise<string> {
   return file;
 }
 
+describe("the notification channel", () => {
+  it("is one nobody can guess, made up anew for each configuration", async () => {
+    const channel = (conf: string) => /^db-channel = "(pgrst_[0-9a-f]{24})"$/m.exec(conf)?.[1];
+    const first = channel(await postgrestConf());
+    const second = channel(await postgrestConf());
+    expect(first).toBeDefined();
+    expect(second).toBeDefined();
+    expect(first).not.toBe(second);
+  });
+});
+
 describe("the provider's keys", () => {
   it("keeps only the public parameters of a private key file, and says so", async () => {
     const rsa = await generateKeyPair("RS256", { extractable: true });

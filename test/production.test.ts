@@ -6,7 +6,6 @@
 // registers, keeps a __Host- cookie over https, and is refused cross-origin.
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import {
   existsSync,
   mkdirSync,
@@ -79,7 +78,6 @@ beforeAll(async () => {
     join(root, "etc", "postgrest", "env"),
     [
       `DB_URI=${cluster.uri("authenticator", "app")}`,
-      `DB_CHANNEL=pgrst_${randomBytes(12).toString("hex")}`,
       `PORT=${apiPort}`,
       `ADMIN_PORT=${await freePort()}`,
       "",

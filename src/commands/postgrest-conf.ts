@@ -1,6 +1,7 @@
 // postgrest-sessions postgrest-conf: the PostgREST configuration for a
 // deployment, with an identity provider's keys fetched through discovery.
 
+import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Command, Option } from "commander";
@@ -25,9 +26,11 @@ export async function postgrestConf(
   },
   identity: IdentityMode = "pre-request",
 ): Promise<string> {
-  const template = withIdentity(
-    await readFile(join(import.meta.dirname, "..", "..", "deploy", "postgrest.conf"), "utf8"),
-    identity,
+  const template = withChannel(
+    withIdentity(
+      await readFile(join(import.meta.dirname, "..", "..", "deploy", "postgrest.conf"), "utf8"),
+      identity,
+    ),
   );
   if (!sso) return template;
   const jwks = await providerKeys(sso);
@@ -59,6 +62,14 @@ ${settings}
 # END JWT
 `,
   );
+}
+
+/** The template's notification channel, made up now: nobody can guess it. */
+function withChannel(template: string): string {
+  const line = /^db-channel = "\$\(DB_CHANNEL\)"$/m;
+  if (!line.test(template))
+    throw new Error("deploy/postgrest.conf no longer has its db-channel line");
+  return template.replace(line, `db-channel = "pgrst_${randomBytes(12).toString("hex")}"`);
 }
 
 /** The template's identity lines for a mode (the template is written for pre-request). */

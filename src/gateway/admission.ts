@@ -68,7 +68,7 @@ const REFUSALS: Record<string, (user: string) => ErrorFields> = {
   too_fast: () => ({
     severity: "FATAL",
     code: "53300",
-    message: "too many password checks from your address",
+    message: "too many failed password checks from your address",
     hint: "try again in a few seconds",
   }),
   in_progress: () => ({
