@@ -60,6 +60,9 @@ describe("adding sessions to an existing application", () => {
         headers: { authorization: `Bearer ${oldToken}` },
       });
       expect(await notes.json()).toEqual([{ id: 1, owner_id: 1, body: "grace's note" }]);
+      expect(await (await fetch(`${before.url}/announcements`)).json()).toEqual([
+        { id: 1, body: "we are open" },
+      ]);
     } finally {
       before.stop();
     }
@@ -117,6 +120,14 @@ describe("adding sessions to an existing application", () => {
       const linus = new TestClient(after.url);
       expect((await linus.login("linus@example.com", "wrong")).status).toBe(401);
       expect((await linus.login("linus@example.com", "linus old password")).status).toBe(200);
+
+      // What strangers could read, they still can, and logged-in users too.
+      const announcements = await fetch(`${after.url}/announcements`);
+      expect(announcements.status).toBe(200);
+      expect(await announcements.json()).toEqual([{ id: 1, body: "we are open" }]);
+      expect(await (await fetch(`${after.url}/rpc/opening_hours`)).json()).toBe("9 to 5");
+      expect((await grace.get("/announcements", { Cookie: cookie })).status).toBe(200);
+      expect((await grace.get("/rpc/opening_hours", { Cookie: cookie })).body).toBe("9 to 5");
 
       // Old tokens no longer open anything.
       const withOldToken = await fetch(`${after.url}/notes`, {

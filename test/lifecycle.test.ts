@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { startCluster } from "../src/cluster.js";
 import { freePort } from "../src/net.js";
 import { distributionPgTapDir, embeddedBinDir, pgTapInstallHint } from "../src/pgbin.js";
-import { clusterDirOf, spawnCli, waitForReady } from "./support/deploy-local-process.js";
+import { clusterDirOf, ROOT, spawnCli, waitForReady } from "./support/deploy-local-process.js";
 
 const MINIMAL = "test/fixtures/minimal.sql.md";
 const runningAsRoot = process.getuid?.() === 0;
@@ -251,6 +251,15 @@ describe("deploy-local command", () => {
     const which = spawnCli(["postgrest", "--which"]);
     expect(await which.exited).toBe(0);
     expect(existsSync(which.stdout().trim())).toBe(true);
+  });
+
+  it("init refuses a project inside the toolkit's own repository, and says where to put it", async () => {
+    const inside = join(ROOT, "my-app-inside");
+    const run = spawnCli(["init", inside]);
+    expect(await run.exited).toBe(2);
+    expect(run.stderr()).toContain("inside the toolkit's own repository");
+    expect(run.stderr()).toContain("init ../my-app-inside");
+    expect(existsSync(inside)).toBe(false);
   });
 
   it("prints its version", async () => {

@@ -35,6 +35,16 @@ function packageName(dir: string): string {
 export async function initProject(dir: string, options: InitOptions = {}): Promise<void> {
   const log = options.log ?? (() => {});
   const target = resolve(dir);
+  // Inside a checkout of the toolkit, the project would be linted and
+  // collected by the toolkit's own checks (and a failing test of its own
+  // would fail them).
+  const inside = relative(resolve(TOOLKIT), target);
+  if (existsSync(join(TOOLKIT, ".git")) && !inside.startsWith("..") && !inside.startsWith("/")) {
+    throw new UsageError(
+      `${dir} is inside the toolkit's own repository (${resolve(TOOLKIT)}): create the project beside it, ` +
+        `for example: init ../${basename(target) || "my-app"}`,
+    );
+  }
   if (existsSync(target) && readdirSync(target).some((entry) => entry !== ".git")) {
     throw new UsageError(`${dir} is not empty: init creates a new project in an empty directory`);
   }

@@ -17,9 +17,11 @@ export function migrateCommand(): Command {
   return new Command("migrate")
     .summary("apply the document and migrations/ to a persistent database")
     .description(
-      "Apply the document (migration 1) and migrations/NNN-name.sql.md (from 002) to a database, " +
-        "each once and in its own transaction, recorded in its `migrations` table. Test and fixture " +
-        "blocks are not applied; an applied migration whose code changed is refused.",
+      "Apply the project's documents (package.json, migrations 1 to N, in order) and then " +
+        "migrations/NNN-name.sql.md (numbered on from N+1) to a database, each once and in its own " +
+        "transaction, recorded in its `migrations` table. Test and fixture blocks are not applied; an " +
+        "applied migration whose code changed is refused. Afterwards tell PostgREST (NOTIFY on its " +
+        "channel, or a restart) so that it sees the new schema.",
     )
     .addOption(
       new Option("-d, --database-url <url>", "postgres:// URL of the target database").env(
@@ -32,11 +34,11 @@ export function migrateCommand(): Command {
     )
     .option(
       "-m, --migrations-dir <dir>",
-      "directory of NNN-name.sql.md migrations (default: migrations/ beside the document)",
+      "directory of NNN-name.sql.md migrations (default: the project's, package.json \"postgrest-sessions\".migrations, or migrations/ beside --file)",
     )
     .option(
       "--with-tests",
-      "after migrating, load the ```sql tests blocks and run the pgTAP suite, then roll them back",
+      "rehearse first: apply the pending migrations and every ```sql tests block in one transaction, run the pgTAP suite, roll it all back, and apply the migrations for real only when the suite passes",
     )
     .option("--dry-run", "print what would be applied and change nothing")
     .action((flags: MigrateFlags) =>
