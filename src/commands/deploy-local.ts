@@ -113,7 +113,7 @@ export function deployLocalCommand(): Command {
     .option("--pgweb-backend-port <port>", "pgweb's connect backend's port (default: a free one)")
     .option(
       "-m, --migrations-dir <dir>",
-      "the migrations, NNN-name.sql.md, applied after the documents (default: the project's, package.json \"postgrest-sessions\".migrations, or migrations/ beside --file)",
+      'the migrations, NNN-name.sql.md, applied after the documents (default: the project\'s, package.json "postgrest-sessions".migrations, or migrations/ beside --file)',
     )
     .option(
       "--run-tests [vitest-args]",

@@ -34,7 +34,7 @@ export function migrateCommand(): Command {
     )
     .option(
       "-m, --migrations-dir <dir>",
-      "directory of NNN-name.sql.md migrations (default: the project's, package.json \"postgrest-sessions\".migrations, or migrations/ beside --file)",
+      'directory of NNN-name.sql.md migrations (default: the project\'s, package.json "postgrest-sessions".migrations, or migrations/ beside --file)',
     )
     .option(
       "--with-tests",
