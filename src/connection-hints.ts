@@ -21,7 +21,7 @@ export function withConnectionHint(error: unknown, url: string): unknown {
     ? `${target.host}${target.port ? `:${target.port}` : ""}`
     : "the server";
   const hints: Record<string, string> = {
-    "3D000": `create it first, as a role allowed to: createdb -h ${target.host || "<host>"} ${database} (or in SQL: create database "${database}")`,
+    "3D000": `create it first, as a role allowed to: createdb -h ${target.host || "<host>"} -p ${target.port || 5432} -U ${target.user || "<role>"} ${database} (or in SQL: create database "${database}")`,
     "28P01": `check the password of role "${user}" in the URL (percent-encode special characters)`,
     "28000": `the server does not let role "${user}" in: check that the role exists and the server's pg_hba.conf`,
     ECONNREFUSED: `nothing listens at ${where}: is PostgreSQL running, and is the host and port right?`,

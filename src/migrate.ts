@@ -47,6 +47,8 @@ export interface MigrateOptions {
   withTests?: boolean;
   /** Only report what would be applied. */
   dryRun?: boolean;
+  /** Where the dry run's plan goes, a line each (default: the log). */
+  plan?: (line: string) => void;
   log?: (line: string) => void;
 }
 
@@ -188,12 +190,13 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
     }
     const pending = plan.filter((m) => !m.applied);
     if (options.dryRun) {
+      const report = options.plan ?? log;
       for (const m of plan) {
-        log(
+        report(
           `${m.applied ? "applied      " : "would apply  "} ${m.source} as ${m.fileName} (${m.hash.slice(0, 12)})`,
         );
       }
-      if (pending.length === 0) log("nothing to apply");
+      if (pending.length === 0) report("nothing to apply");
       return { plan, applied: [], pgtap: undefined };
     }
 

@@ -68,7 +68,7 @@ async function serveDemo(
       "content-type": type,
       "content-length": body.length,
       "cache-control": "no-cache",
-      "content-security-policy": "default-src 'self'; frame-ancestors 'none'",
+      "content-security-policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
       "x-content-type-options": "nosniff",
       "referrer-policy": "same-origin",
     });

@@ -143,8 +143,15 @@ describe("demo page in Chromium", () => {
   it("registers and logs in through the forms; the cookie is HttpOnly and SameSite=Lax", async () => {
     const context = await newContext();
     const page = await context.newPage();
+    const consoleErrors: string[] = [];
+    page.on("console", (message) => {
+      if (message.type() === "error") consoleErrors.push(message.text());
+    });
+    page.on("pageerror", (error) => consoleErrors.push(error.message));
     await page.goto(demoUrl);
     await page.locator("#register-form").waitFor();
+    // The page loads without a complaint (its own icon within its CSP, say).
+    expect(consoleErrors).toEqual([]);
     await expectScreen(page, "signed-out");
     await screenshot(page, "01-signed-out");
     const email = uniqueEmail("ada");

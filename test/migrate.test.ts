@@ -212,7 +212,7 @@ describe("migrate", () => {
       join(dir, "migrations"),
     ]);
     expect(await run.exited).toBe(0);
-    expect(run.stderr()).toMatch(/would apply +.*app\.sql\.md as 1_app\.sql/);
+    expect(run.stdout()).toMatch(/would apply +.*app\.sql\.md as 1_app\.sql/);
     expect(await tables(query)).toEqual([]);
   });
 
@@ -284,6 +284,8 @@ describe("migrate", () => {
     expect(await run.exited).toBe(1);
     expect(run.stderr()).toContain('database "no_such_database" does not exist');
     expect(run.stderr()).toContain("hint: create it first");
+    // Where and as whom, so that the command can be pasted as it is.
+    expect(run.stderr()).toContain(`-p ${cluster.port} -U postgres no_such_database`);
   });
 
   it("says which option is missing, with exit code 2", async () => {

@@ -49,6 +49,30 @@ async function doorLines(deployment: LocalDeployment): Promise<string[]> {
   ];
 }
 
+/** The line that says how to reach the database: a psql command, or what to do without psql. */
+function databaseLine(command: string): string {
+  return /^(PGPASSWORD=\S+ )?psql /.test(command) ? `psql:  ${command}` : `database: ${command}`;
+}
+
+/** The demo users the fixtures made, for the ready lines (the documents say their passwords). */
+async function usersLine(deployment: LocalDeployment): Promise<string[]> {
+  const client = await deployment.connect();
+  try {
+    const { rows } = await client.query<{ emails: string | null }>(
+      `select string_agg(email, ', ' order by user_id) as emails
+         from (select email, user_id from auth.users order by user_id limit 5) u`,
+    );
+    const emails = rows[0]?.emails;
+    return emails
+      ? [`users: ${emails} (the fixtures' users; their password is in the documents)`]
+      : [];
+  } catch {
+    return []; // no auth.users: a document without the session module
+  } finally {
+    await client.end();
+  }
+}
+
 function progress(line: string): void {
   process.stderr.write(`${line}\n`);
 }
@@ -176,7 +200,7 @@ export function deployLocalCommand(): Command {
           const lines = [
             `ready: ${session.url} serves ${describeDocuments(projectDocuments(options))}, watching for changes (${seconds} s)`,
             ...(session.demoUrl ? [`demo:  ${session.demoUrl}`] : []),
-            `psql:  ${session.cluster.psqlCommand(session.currentDatabase())}   (each reload names its new database)`,
+            `${databaseLine(session.cluster.psqlCommand(session.currentDatabase()))}   (each reload names its new database)`,
             `logs:  ${session.cluster.dir}`,
             "Press Ctrl-C to stop and remove everything.",
           ];
@@ -189,12 +213,16 @@ export function deployLocalCommand(): Command {
         const lines = [
           `ready: ${deployment.url} serves ${describeDocuments(deployment.documents)} (${seconds} s)`,
           ...(deployment.demoUrl ? [`demo:  ${deployment.demoUrl}`] : []),
-          `psql:  ${cluster.psqlCommand(deployment.database)}`,
+          ...(await usersLine(deployment)),
+          databaseLine(cluster.psqlCommand(deployment.database)),
           ...(doors ? await doorLines(deployment) : []),
           `logs:  ${cluster.logFile} ${postgrest.logFile}`,
           "Press Ctrl-C to stop and remove everything.",
         ];
         process.stdout.write(`${lines.join("\n")}\n`);
+        process.once("exit", () => {
+          process.stderr.write(`stopped; removed ${cluster.dir}\n`);
+        });
       }),
     );
 }

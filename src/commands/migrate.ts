@@ -56,9 +56,16 @@ export function migrateCommand(): Command {
           ...(flags.migrationsDir ? { migrationsDir: flags.migrationsDir } : {}),
           withTests: flags.withTests === true,
           dryRun: flags.dryRun === true,
+          // The plan is the answer a dry run was asked for: standard output.
+          plan: (line) => process.stdout.write(`${line}\n`),
           log: (line) => process.stderr.write(`${line}\n`),
         });
         if (result.pgtap && !result.pgtap.ok) process.exitCode = 1;
+        if (!flags.dryRun && result.applied.length > 0) {
+          process.stderr.write(
+            "PostgREST sees the new schema after NOTIFY on its channel (db-channel) with 'reload schema', or a restart\n",
+          );
+        }
       }),
     );
 }
