@@ -23,6 +23,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import chokidar from "chokidar";
 import { type CarryOverSummary, carryOver, describeCarryOver } from "./carry-over.js";
+import { registerCleanup } from "./cleanup.js";
 import { type Cluster, startCluster } from "./cluster.js";
 import { withClient } from "./db.js";
 import {
@@ -305,7 +306,9 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     // saving again after a failure always tries again.
     const code = docs.map(includedCode).join("\n\u0000\u0000\n");
     if (served && code === served.code) return { kind: "unchanged", ms: ms() };
-    const version = ++versionCounter;
+    // The number is taken for good only by a version that loads: a failed
+    // load leaves the next one its number.
+    const version = versionCounter + 1;
     const database = `app_${version}`;
     await createDatabase(cluster, database);
     let carried: CarryOverSummary | undefined;
@@ -318,6 +321,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
       const failure = error as { report?: string; message: string };
       return { kind: "load-failed", report: failure.report ?? failure.message, ms: ms() };
     }
+    versionCounter = version;
     const postgrest = await startPostgrest({
       dbUri: cluster.uri("authenticator", database),
       port: await freePort(),
@@ -433,6 +437,27 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
   await new Promise<void>((r) => watcher.once("ready", () => r()));
 
   let stopping: Promise<void> | undefined;
+  // Ctrl-C stops the session before the cluster under it (the newest entry
+  // is stopped first): a pgTAP run in progress is cancelled, not cut off
+  // mid-query with a connection error.
+  const unregister = registerCleanup({
+    name: "watch mode",
+    stop: () => stop(),
+    lastResort: () => {},
+  });
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      unregister();
+      if (settleTimer) clearTimeout(settleTimer);
+      await watcher.close();
+      await running?.catch(() => {});
+      served?.cancelChecks();
+      await proxy.close();
+      await served?.postgrest.stop();
+      await cluster.stop();
+    })();
+    return stopping;
+  };
   return {
     url: proxy.url,
     demoUrl: proxy.demoUrl,
@@ -440,17 +465,6 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     currentDatabase: () => served?.database ?? "",
     idle: () =>
       !running && !settleTimer ? Promise.resolve() : new Promise((r) => idleWaiters.push(r)),
-    stop: () => {
-      stopping ??= (async () => {
-        if (settleTimer) clearTimeout(settleTimer);
-        await watcher.close();
-        await running?.catch(() => {});
-        served?.cancelChecks();
-        await proxy.close();
-        await served?.postgrest.stop();
-        await cluster.stop();
-      })();
-      return stopping;
-    },
+    stop,
   };
 }

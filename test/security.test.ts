@@ -328,22 +328,24 @@ describe("user enumeration", () => {
     }
 
     expect([...bodies], "every failed login has the same body").toHaveLength(1);
-    const known = median(timings.wrongPassword);
-    const unknownMedian = median(timings.unknownEmail);
-    const difference = Math.abs(known - unknownMedian) / Math.max(known, unknownMedian);
+    // The lower quartile, not the median: other test files hash passwords
+    // meanwhile, and waiting in the password line only ever adds time, to
+    // either kind at random. What an attacker measures is the work each
+    // kind does, which shows in its fastest answers (skipping bcrypt for
+    // unknown emails would make them ten times faster).
+    const known = quartile(timings.wrongPassword);
+    const unknownQuartile = quartile(timings.unknownEmail);
+    const difference = Math.abs(known - unknownQuartile) / Math.max(known, unknownQuartile);
     expect(
       difference,
-      `median ${known.toFixed(1)} ms (wrong password) vs ${unknownMedian.toFixed(1)} ms (unknown email)`,
+      `lower quartile ${known.toFixed(1)} ms (wrong password) vs ${unknownQuartile.toFixed(1)} ms (unknown email)`,
     ).toBeLessThan(0.25);
   });
 });
 
-function median(values: number[]): number {
+function quartile(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] ?? 0)
-    : ((sorted[middle - 1] ?? 0) + (sorted[middle] ?? 0)) / 2;
+  return sorted[Math.floor(sorted.length / 4)] ?? Number.NaN;
 }
 
 describe("login throttling", () => {
