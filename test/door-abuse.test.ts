@@ -20,21 +20,14 @@ import {
   doorUser,
   LoginRefused,
   loginError,
+  providedDoors,
   RawClient,
 } from "./support/gateway.js";
 
 const api = inject("apiUrl");
 const database = inject("database");
 const clusterDir = inject("clusterDir");
-const provided = inject("doors");
-if (!provided) {
-  if (!process.env.TEST_API_URL) {
-    throw new Error("the database doors are not running: the test deployment must start them");
-  }
-  process.stderr.write(
-    `\n*** SKIPPED test/door-abuse.test.ts: testing the existing deployment at ${process.env.TEST_API_URL}, whose database this run cannot reach as the gateway. ***\n\n`,
-  );
-}
+const provided = providedDoors(inject("doors"), "test/door-abuse.test.ts");
 const suite = provided ? describe : describe.skip;
 
 const LIMITS = {

@@ -25,24 +25,14 @@ import {
   frontend,
   livePsql,
   loginError,
+  providedDoors,
   RawClient,
   runPsql,
   runPsqlAt,
 } from "./support/gateway.js";
 
 const api = inject("apiUrl");
-const provided = inject("doors");
-if (!provided) {
-  if (!process.env.TEST_API_URL) {
-    throw new Error(
-      "the database doors are not running: the test deployment must start them (deploy-local without --no-gateway)",
-    );
-  }
-  process.stderr.write(
-    `\n*** SKIPPED test/gateway.test.ts: testing the existing deployment at ${process.env.TEST_API_URL}, ` +
-      "whose gateway this run does not know. ***\n\n",
-  );
-}
+const provided = providedDoors(inject("doors"), "test/gateway.test.ts");
 const doors = provided ?? { host: "", port: 0, pgwebUrl: "", pgwebToken: "" };
 const suite = provided ? describe : describe.skip;
 const test = provided ? it : it.skip;

@@ -428,67 +428,60 @@ describe("23. one request cannot hold a connection for long", () => {
   });
 });
 
+/**
+ * Runs `work` on a throwaway cluster of its own (roles are cluster-wide) with
+ * a superuser connection to its postgres database, and stops it afterwards.
+ */
+async function onOwnCluster(work: (admin: pg.Client) => Promise<void>): Promise<void> {
+  const cluster = await startCluster();
+  const admin = new pg.Client(cluster.connectionConfig());
+  try {
+    await admin.connect();
+    await work(admin);
+  } finally {
+    await admin.end().catch(() => {});
+    await cluster.stop();
+  }
+}
+
+/** Why loading sessions.sql.md fails, or undefined when it loads. */
+async function loadFailure(admin: pg.Client): Promise<string | undefined> {
+  return loadSql(admin, await compileFile("sessions.sql.md")).then(
+    () => undefined,
+    (e: { report?: string; message: string }) => e.report ?? e.message,
+  );
+}
+
 describe("26. pre-existing roles are checked, not trusted", () => {
   it("refuses to load onto a cluster whose anonymous role can log in, saying why", async () => {
-    const cluster = await startCluster();
-    try {
-      const admin = new pg.Client(cluster.connectionConfig());
-      await admin.connect();
+    await onOwnCluster(async (admin) => {
       await admin.query("create role anonymous login password 'known to someone'");
-      await admin.end();
-      const doc = await compileFile("sessions.sql.md");
-      const client = new pg.Client(cluster.connectionConfig());
-      await client.connect();
-      const failure = await loadSql(client, doc).then(
-        () => undefined,
-        (e: { report?: string; message: string }) => e.report ?? e.message,
-      );
-      await client.end();
-      expect(failure).toContain(
+      expect(await loadFailure(admin)).toContain(
         "existing roles would break the security model: anonymous can log in",
       );
-    } finally {
-      await cluster.stop();
-    }
+    });
   });
 });
 
 describe("the search path other people's requests use cannot be planted on", () => {
   it("the module refuses to load while request roles may create objects, naming the fix", async () => {
-    const cluster = await startCluster();
-    try {
-      const admin = new pg.Client(cluster.connectionConfig());
-      await admin.connect();
+    await onOwnCluster(async (admin) => {
       // PostgreSQL 13 and 14 grant this by default.
       await admin.query("grant create on schema public to public");
-      const doc = await compileFile("sessions.sql.md");
-      const client = new pg.Client(cluster.connectionConfig());
-      await client.connect();
-      const failure = await loadSql(client, doc).then(
-        () => undefined,
-        (e: { report?: string; message: string }) => e.report ?? e.message,
-      );
-      expect(failure).toContain(
+      expect(await loadFailure(admin)).toContain(
         "webuser may create objects in schema public (run: revoke create on schema public from public)",
       );
       await admin.query("revoke create on schema public from public");
-      await admin.end();
-      await loadSql(client, doc);
-      await client.end();
-    } finally {
-      await cluster.stop();
-    }
+      expect(await loadFailure(admin)).toBeUndefined();
+    });
   });
 });
 
 describe("a project without the doors document", () => {
   it("has no door roles, functions or settings in its database", async () => {
-    const cluster = await startCluster();
-    try {
-      const client = new pg.Client(cluster.connectionConfig());
-      await client.connect();
-      await loadSql(client, await compileFile("sessions.sql.md"));
-      const { rows } = await client.query<{ what: string }>(`
+    await onOwnCluster(async (admin) => {
+      expect(await loadFailure(admin)).toBeUndefined();
+      const { rows } = await admin.query<{ what: string }>(`
         select 'role ' || rolname as what from pg_roles
          where rolname in ('gateway', 'door_admin', 'door_guard', 'door_users') or rolcreaterole and not rolsuper
         union all
@@ -498,11 +491,8 @@ describe("a project without the doors document", () => {
         union all
         select 'column ' || attname from pg_attribute
          where attrelid = 'auth.settings'::regclass and attname like 'door%'`);
-      await client.end();
       expect(rows.map((r) => r.what)).toEqual([]);
-    } finally {
-      await cluster.stop();
-    }
+    });
   });
 });
 

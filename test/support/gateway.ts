@@ -309,3 +309,23 @@ export function firstColumns(messages: BackendMessage[]): string[] {
       return m.body.toString("utf8", 6, 6 + length);
     });
 }
+
+/**
+ * The doors the test deployment started, or undefined when the run tests a
+ * deployment that is already running (TEST_API_URL), whose gateway it does
+ * not know: then the file says loudly that it is skipped. Anything else
+ * without doors is an error.
+ */
+export function providedDoors<T>(doors: T | undefined, file: string): T | undefined {
+  if (doors) return doors;
+  if (!process.env.TEST_API_URL) {
+    throw new Error(
+      "the database doors are not running: the test deployment must start them (deploy-local without --no-gateway)",
+    );
+  }
+  process.stderr.write(
+    `\n*** SKIPPED ${file}: testing the existing deployment at ${process.env.TEST_API_URL}, ` +
+      "whose gateway this run does not know. ***\n\n",
+  );
+  return undefined;
+}
