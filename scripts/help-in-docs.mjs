@@ -1,4 +1,4 @@
-// The command reference in the docs is each command's own --help, word for
+// The command reference in docs/ is each command's own --help, word for
 // word, so that the two cannot say different things. A fenced block right
 // after a line "<!-- the output of: postgrest-sessions <command> --help -->"
 // (fenced with four backticks: the help texts contain three) holds that output; this script rewrites those blocks (npm run docs:help),
@@ -9,7 +9,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 const ROOT = join(import.meta.dirname, "..");
-export const DOCUMENTS = ["README.md", "docs/database-doors.md"];
+export const DOCUMENTS = ["docs/commands.md", "docs/single-sign-on.md", "docs/database-doors.md"];
 const MARKER =
   /(<!-- the output of: postgrest-sessions ([a-z0-9-]+) --help -->\n````\n)([\s\S]*?)(````)/g;
 

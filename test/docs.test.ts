@@ -1,5 +1,5 @@
-// The docs say what the commands say: each command reference in README.md
-// and docs/ is the command's own --help, and goes stale the moment a help
+// The docs say what the commands say: each command reference in docs/ is
+// the command's own --help, and goes stale the moment a help
 // text changes (npm run docs:help brings it up to date).
 
 import { describe, expect, it } from "vitest";

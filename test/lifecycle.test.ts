@@ -10,7 +10,13 @@ import { describe, expect, it } from "vitest";
 import { startCluster } from "../src/cluster.js";
 import { freePort } from "../src/net.js";
 import { distributionPgTapDir, embeddedBinDir, pgTapInstallHint } from "../src/pgbin.js";
-import { clusterDirOf, ROOT, spawnCli, waitForReady } from "./support/deploy-local-process.js";
+import {
+  clusterDirOf,
+  npmStart,
+  ROOT,
+  spawnCli,
+  waitForReady,
+} from "./support/deploy-local-process.js";
 
 const MINIMAL = "test/fixtures/minimal.sql.md";
 const runningAsRoot = process.getuid?.() === 0;
@@ -261,6 +267,23 @@ describe("deploy-local command", () => {
     expect(run.stderr()).toContain("init ../my-app-inside");
     expect(existsSync(inside)).toBe(false);
   });
+
+  it("npm start, as the README's quick start runs it, serves the app and cleans up on Ctrl-C", async () => {
+    const { ended, output } = await npmStart(ROOT, await freePort(), async (url) => {
+      const login = await fetch(`${url}/rpc/login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "alice@example.com", password: "correct horse battery" }),
+      });
+      expect(login.status).toBe(200);
+    });
+    expect(["exit 0", "SIGINT"], output).toContain(ended);
+    const dir = /^cluster directory (\S+)/m.exec(output)?.[1] as string;
+    expect(existsSync(dir), `${dir} removed`).toBe(false);
+    expect(output).toMatch(/^users: alice@example\.com, bob@example\.com/m);
+    expect(output).toMatch(/^gateway: psql /m);
+    expect(output).toContain("stopped; removed");
+  }, 60_000);
 
   it("prints its version", async () => {
     const run = spawnCli(["--version"]);

@@ -14,6 +14,8 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "../src/net.js";
+import { npmStart } from "./support/deploy-local-process.js";
 
 const ROOT = join(import.meta.dirname, "..");
 let work: string;
@@ -100,7 +102,7 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     execFileSync(join(ROOT, "node_modules", ".bin", "tsc"), ["-p", scratch], { stdio: "pipe" });
   });
 
-  it("scaffolds a project with init that is green at once: npm ci && npm test", () => {
+  it("scaffolds a project with init that is green at once: npm ci && npm test, npm start", async () => {
     const project = join(work, "notes");
     execFileSync(join(scratch, "node_modules", ".bin", "postgrest-sessions"), ["init", project], {
       stdio: "pipe",
@@ -143,6 +145,14 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     });
     expect(output).toMatch(/Test Files +2 passed \(2\)/);
     expect(output).toMatch(/Tests +\d+ passed/);
+
+    // The guide's other command: npm start serves the notes until Ctrl-C.
+    const started = await npmStart(project, await freePort(), async (url) => {
+      const notes = await fetch(`${url}/notes`);
+      expect(notes.status).toBe(401);
+    });
+    expect(["exit 0", "SIGINT"], started.output).toContain(started.ended);
+    expect(started.output).toContain("stopped; removed");
   }, 240_000);
 
   it("refuses to init into a directory that is not empty", () => {

@@ -1,7 +1,7 @@
 // postgrest-sessions gateway: the database doors for a deployment. psql and
 // other PostgreSQL clients log in with an email and an account password, a
 // session token or an access token; pgweb through its connect backend. See
-// sessions.sql.md, "Database doors", and the README.
+// doors.sql.md, and docs/database-doors.md.
 
 import { readFileSync } from "node:fs";
 import type { ConnectionOptions } from "node:tls";

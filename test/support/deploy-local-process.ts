@@ -68,3 +68,46 @@ export function clusterDirOf(stdout: string): string {
   if (!match?.[1]) throw new Error(`no psql line in:\n${stdout}`);
   return match[1];
 }
+
+/**
+ * Runs `npm start -- --port <port>` in `cwd` as a reader of the README
+ * would, waits for its ready line, answers what `check` makes of the URL,
+ * then presses Ctrl-C (SIGINT to the whole process group, as a terminal
+ * does) and resolves with how npm ended (it may end by the signal itself,
+ * as in a terminal) and everything printed.
+ */
+export async function npmStart(
+  cwd: string,
+  port: number,
+  check: (url: string) => Promise<void>,
+  env: NodeJS.ProcessEnv = process.env,
+): Promise<{ ended: string; output: string }> {
+  const child = spawn("npm", ["start", "--", "--port", String(port)], {
+    cwd,
+    env,
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const exited = new Promise<string>((resolve) =>
+    child.once("exit", (code, signal) => resolve(signal ?? `exit ${code}`)),
+  );
+  const ready = new Promise<string>((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      const match = /^ready: (\S+)/m.exec(output);
+      if (match?.[1]) resolve(match[1]);
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", onData);
+    void exited.then((code) =>
+      reject(new Error(`npm start exited (${code}) before ready:\n${output}`)),
+    );
+  });
+  try {
+    await check(await ready);
+  } finally {
+    if (child.pid !== undefined) process.kill(-child.pid, "SIGINT");
+  }
+  return { ended: await exited, output };
+}
