@@ -16,7 +16,7 @@ import { createServer, type Server, type Socket } from "node:net";
 import { TLSSocket } from "node:tls";
 import pg from "pg";
 import { listen } from "../net.js";
-import { type AccessTokenOptions, admission } from "./admission.js";
+import { type AccessTokenOptions, type Admitted, admission } from "./admission.js";
 import { readOpening } from "./handshake.js";
 import { addressKey, Counter, DEFAULT_LIMITS, type GatewayLimits } from "./limits.js";
 import { Relay } from "./relay.js";
@@ -135,200 +135,94 @@ function startupProblem(
   return undefined;
 }
 
-export async function startGateway(options: GatewayOptions): Promise<Gateway> {
-  const log = options.log ?? (() => {});
-  const limits: GatewayLimits = { ...DEFAULT_LIMITS, ...options.limits };
-  // Logins may wait in the database's password line; session checks and
-  // terminations have a connection of their own, never queued behind them.
-  const control = new pg.Pool({ ...options.control, max: 8 });
-  const housekeeping = new pg.Pool({ ...options.control, max: 1 });
-  for (const pool of [control, housekeeping]) {
-    pool.on("error", (error) => log(`gateway: database connection lost: ${error.message}`));
-  }
-  const doors = admission(control, options.upstream, options.accessTokens);
-  const relays = new Set<Relay>();
-  const cancelKeys = new Map<string, { pid: number; secret: number }>();
-  const sockets = new Set<Socket>();
-  const pending = new Counter(limits.maxPendingPerAddress, limits.maxPending);
-  const byAddress = new Counter(limits.maxConnectionsPerAddress, limits.maxConnections);
-  const byUser = new Counter(limits.maxConnectionsPerUser, Number.POSITIVE_INFINITY);
+type Release = () => void;
 
-  function track(socket: Socket): void {
-    sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
-  }
+/**
+ * The gateway's state and its steps: accept a connection (bounded, with a
+ * deadline), log it in (caps, password, the database's check), relay it, and
+ * watch every relay (time limits, sessions still alive).
+ */
+class DoorGateway {
+  readonly limits: GatewayLimits;
+  private readonly log: (line: string) => void;
+  /** Logins, which may wait in the database's password line. */
+  readonly control: pg.Pool;
+  /** Session checks and terminations, never queued behind logins. */
+  private readonly housekeeping: pg.Pool;
+  private readonly doors: ReturnType<typeof admission>;
+  private readonly relays = new Set<Relay>();
+  private readonly cancelKeys = new Map<string, { pid: number; secret: number }>();
+  private readonly sockets = new Set<Socket>();
+  private readonly pending: Counter;
+  private readonly byAddress: Counter;
+  private readonly byUser: Counter;
+  private polling = false;
 
-  /** Ends a relay: its backend terminated (a cancel can be caught), the client told why. */
-  function endRelay(relay: Relay, fields: ErrorFields): void {
-    if (relay.closed) return;
-    const { pid, secret } = relay.upstream;
-    housekeeping
-      .query("select auth.door_end($1)", [pid])
-      .catch(() => cancelUpstream(options.upstream, pid, secret));
-    relay.end(fields);
-  }
-
-  async function serve(
-    socket: Socket,
-    address: string,
-    minor: number,
-    parameters: Record<string, string>,
-    early: Buffer,
-  ): Promise<void> {
-    const refused = (fields: ErrorFields) => {
-      log(`gateway: refused ${parameters.user ?? "?"} from ${address}: ${fields.message}`);
-      socket.end(errorResponse(fields));
-    };
-    const problem = startupProblem(socket, parameters, options);
-    if (problem) return refused(problem);
-    const user = parameters.user ?? "";
-    // Options of a newer protocol (3.2, _pq_.*): we speak 3.0 and say so.
-    if (minor > 0) {
-      const unknown = Object.keys(parameters).filter((name) => name.startsWith("_pq_."));
-      socket.write(negotiateProtocolVersion(0, unknown));
+  constructor(private readonly options: GatewayOptions) {
+    this.log = options.log ?? (() => {});
+    this.limits = { ...DEFAULT_LIMITS, ...options.limits };
+    this.control = new pg.Pool({ ...options.control, max: 8 });
+    this.housekeeping = new pg.Pool({ ...options.control, max: 1 });
+    for (const pool of [this.control, this.housekeeping]) {
+      pool.on("error", (error) => this.log(`gateway: database connection lost: ${error.message}`));
     }
-    // The relayed connection's place is taken before any password work, so
-    // that a full gateway refuses at once and the caps cannot be raced.
-    const userKey = user.toLowerCase();
-    const releaseUser = byUser.take(userKey);
-    if (!releaseUser) {
-      return refused(
-        fatal("53300", `too many connections for user "${user}"`, "close some of yours first"),
-      );
-    }
-    const releaseAddress = byAddress.take(address);
-    if (!releaseAddress) {
-      releaseUser();
-      return refused(
-        byAddress.count(address) >= limits.maxConnectionsPerAddress
-          ? fatal("53300", "too many connections from your address")
-          : fatal("53300", "the gateway has as many connections as it allows", "try again later"),
-      );
-    }
-    const release = () => {
-      releaseUser();
-      releaseAddress();
-    };
-
-    socket.write(authenticationCleartextPassword());
-    const reader = new MessageReader(socket, early);
-    let secret: string;
-    try {
-      const reply = await reader.next(MAX_PASSWORD_MESSAGE);
-      if (reply.type !== "p") {
-        reader.release();
-        release();
-        return refused(fatal("08P01", "expected a password message"));
-      }
-      secret = reply.body.toString("utf8").replace(/\0$/, "");
-    } catch {
-      reader.release();
-      release();
-      socket.destroy();
-      return;
-    }
-
-    const forwarded: Record<string, string> = {};
-    for (const name of FORWARDED_PARAMETERS) {
-      const value = parameters[name] ?? parameters[name.toLowerCase()];
-      if (value !== undefined) forwarded[name] = value;
-    }
-    const label = `${(parameters.application_name || "a client").slice(0, 60)} from ${address}`;
-    let admitted: Awaited<ReturnType<typeof doors.admit>>;
-    try {
-      admitted = await doors.admit(user, secret, { label, address }, forwarded);
-    } catch (error) {
-      reader.release();
-      release();
-      if (error instanceof UpstreamRefused) {
-        log(`gateway: the database refused ${user}: ${error.message}`);
-        socket.end(error.raw);
-        return;
-      }
-      log(`gateway: ${user}: ${(error as Error).message}`);
-      return refused(fatal("08006", "the gateway cannot reach the database"));
-    }
-    if (!("upstream" in admitted)) {
-      reader.release();
-      release();
-      return refused(admitted);
-    }
-    if (socket.destroyed) {
-      // The deadline passed while the database checked: nobody to relay to.
-      reader.release();
-      release();
-      admitted.upstream.socket.destroy();
-      void control.query("select auth.door_closed($1)", [admitted.sessionId]).catch(() => {});
-      return;
-    }
-
-    const { upstream, sessionId } = admitted;
-    const pid = randomInt(1, 2 ** 31);
-    const cancelSecret = randomInt(-(2 ** 31), 2 ** 31);
-    const cancelKey = `${pid}:${cancelSecret}`;
-    cancelKeys.set(cancelKey, { pid: upstream.pid, secret: upstream.secret });
-    const relay = new Relay(socket, upstream, user, sessionId);
-    relays.add(relay);
-    log(`gateway: ${user} connected (${label}), session ${sessionId}`);
-    socket.write(
-      Buffer.concat([
-        authenticationOk(),
-        ...upstream.parameterStatus,
-        backendKeyData(pid, cancelSecret),
-        upstream.readyForQuery,
-      ]),
-    );
-    relay.start(reader.release(), () => {
-      relays.delete(relay);
-      cancelKeys.delete(cancelKey);
-      release();
-      control.query("select auth.door_closed($1)", [sessionId]).catch((error: Error) => {
-        log(`gateway: could not end session ${sessionId}: ${(error as Error).message}`);
-      });
-      log(`gateway: ${user} disconnected, session ${sessionId}`);
-    });
+    this.doors = admission(this.control, options.upstream, options.accessTokens);
+    this.pending = new Counter(this.limits.maxPendingPerAddress, this.limits.maxPending);
+    this.byAddress = new Counter(this.limits.maxConnectionsPerAddress, this.limits.maxConnections);
+    this.byUser = new Counter(this.limits.maxConnectionsPerUser, Number.POSITIVE_INFINITY);
   }
 
-  async function handle(raw: Socket): Promise<void> {
-    track(raw);
+  get connectionCount(): number {
+    return this.relays.size;
+  }
+
+  private track(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.on("close", () => this.sockets.delete(socket));
+  }
+
+  /**
+   * A new connection: counted among those logging in, and let go when it
+   * has not logged in by the deadline (PostgreSQL's authentication_timeout):
+   * a client that sends half a packet, or nothing, holds nothing for long.
+   */
+  async accept(raw: Socket): Promise<void> {
+    this.track(raw);
     raw.setNoDelay(true);
     raw.on("error", () => raw.destroy());
     const address = addressKey(raw.remoteAddress);
-    const releasePending = pending.take(address);
+    const releasePending = this.pending.take(address);
     if (!releasePending) {
-      log(`gateway: too many connections logging in (from ${address}): refused`);
+      this.log(`gateway: too many connections logging in (from ${address}): refused`);
       raw.end(
         errorResponse(fatal("53300", "too many connections are logging in", "try again later")),
       );
       return;
     }
     let current: Socket = raw;
-    // The whole authentication phase has a deadline, like PostgreSQL's
-    // authentication_timeout: a client that sends half a packet, or
-    // nothing, is let go.
     const deadline = setTimeout(() => {
-      log(`gateway: a connection from ${address} did not log in within the time allowed`);
+      this.log(`gateway: a connection from ${address} did not log in within the time allowed`);
       current.destroy();
       raw.destroy();
-    }, limits.authenticationTimeoutMs);
+    }, this.limits.authenticationTimeoutMs);
     try {
-      const opening = await readOpening(raw, options.tls);
+      const opening = await readOpening(raw, this.options.tls);
       if (opening.kind === "cancel") {
-        const target = cancelKeys.get(`${opening.pid}:${opening.secret}`);
-        if (target) await cancelUpstream(options.upstream, target.pid, target.secret);
+        const target = this.cancelKeys.get(`${opening.pid}:${opening.secret}`);
+        if (target) await cancelUpstream(this.options.upstream, target.pid, target.secret);
         raw.destroy();
         return;
       }
       current = opening.socket;
-      if (current !== raw) track(current);
+      if (current !== raw) this.track(current);
       if (opening.kind === "refused") {
-        log(`gateway: refused a connection from ${address}: ${opening.reason}`);
+        this.log(`gateway: refused a connection from ${address}: ${opening.reason}`);
         current.destroy();
         return;
       }
-      await serve(current, address, opening.minor, opening.parameters, opening.rest);
+      await this.login(current, address, opening.minor, opening.parameters, opening.rest);
     } catch (error) {
-      log(
+      this.log(
         `gateway: a connection from ${address} ended while logging in: ${(error as Error).message}`,
       );
       current.destroy();
@@ -339,82 +233,251 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
   }
 
-  // Every quarter second: the time limits, and which sessions of open
-  // connections are still alive (activity since the last look renews them).
-  let polling = false;
-  const poller = setInterval(async () => {
-    if (polling || relays.size === 0) return;
-    polling = true;
+  /**
+   * The relayed connection's place, taken before any password work, so that
+   * a full gateway refuses at once and the caps cannot be raced.
+   */
+  private reserve(user: string, address: string): Release | ErrorFields {
+    const releaseUser = this.byUser.take(user.toLowerCase());
+    if (!releaseUser) {
+      return fatal("53300", `too many connections for user "${user}"`, "close some of yours first");
+    }
+    const releaseAddress = this.byAddress.take(address);
+    if (!releaseAddress) {
+      releaseUser();
+      return this.byAddress.count(address) >= this.limits.maxConnectionsPerAddress
+        ? fatal("53300", "too many connections from your address")
+        : fatal("53300", "the gateway has as many connections as it allows", "try again later");
+    }
+    return () => {
+      releaseUser();
+      releaseAddress();
+    };
+  }
+
+  /** From the startup message to a relayed connection, or a refusal. */
+  private async login(
+    socket: Socket,
+    address: string,
+    minor: number,
+    parameters: Record<string, string>,
+    early: Buffer,
+  ): Promise<void> {
+    const user = parameters.user ?? "";
+    const refuse = (fields: ErrorFields) => {
+      this.log(`gateway: refused ${user || "?"} from ${address}: ${fields.message}`);
+      socket.end(errorResponse(fields));
+    };
+    const problem = startupProblem(socket, parameters, this.options);
+    if (problem) return refuse(problem);
+    // Options of a newer protocol (3.2, _pq_.*): we speak 3.0 and say so.
+    if (minor > 0) {
+      const unknown = Object.keys(parameters).filter((name) => name.startsWith("_pq_."));
+      socket.write(negotiateProtocolVersion(0, unknown));
+    }
+    const release = this.reserve(user, address);
+    if (typeof release !== "function") return refuse(release);
+
+    socket.write(authenticationCleartextPassword());
+    const reader = new MessageReader(socket, early);
+    const giveUp = () => {
+      reader.release();
+      release();
+    };
+    let secret: string;
+    try {
+      const reply = await reader.next(MAX_PASSWORD_MESSAGE);
+      if (reply.type !== "p") {
+        giveUp();
+        return refuse(fatal("08P01", "expected a password message"));
+      }
+      secret = reply.body.toString("utf8").replace(/\0$/, "");
+    } catch {
+      giveUp();
+      socket.destroy();
+      return;
+    }
+
+    const label = `${(parameters.application_name || "a client").slice(0, 60)} from ${address}`;
+    let admitted: Awaited<ReturnType<typeof this.doors.admit>>;
+    try {
+      admitted = await this.doors.admit(
+        user,
+        secret,
+        { label, address },
+        forwardedParameters(parameters),
+      );
+    } catch (error) {
+      giveUp();
+      if (error instanceof UpstreamRefused) {
+        this.log(`gateway: the database refused ${user}: ${error.message}`);
+        socket.end(error.raw);
+        return;
+      }
+      this.log(`gateway: ${user}: ${(error as Error).message}`);
+      return refuse(fatal("08006", "the gateway cannot reach the database"));
+    }
+    if (!("upstream" in admitted)) {
+      giveUp();
+      return refuse(admitted);
+    }
+    if (socket.destroyed) {
+      // The deadline passed while the database checked: nobody to relay to.
+      giveUp();
+      admitted.upstream.socket.destroy();
+      void this.control.query("select auth.door_closed($1)", [admitted.sessionId]).catch(() => {});
+      return;
+    }
+    this.relay(socket, user, label, admitted, reader.release(), release);
+  }
+
+  /** Logged in: the client gets the server's greeting (with our cancel key), then bytes both ways. */
+  private relay(
+    socket: Socket,
+    user: string,
+    label: string,
+    { upstream, sessionId }: Admitted,
+    early: Buffer,
+    release: Release,
+  ): void {
+    const pid = randomInt(1, 2 ** 31);
+    const cancelSecret = randomInt(-(2 ** 31), 2 ** 31);
+    const cancelKey = `${pid}:${cancelSecret}`;
+    this.cancelKeys.set(cancelKey, { pid: upstream.pid, secret: upstream.secret });
+    const relay = new Relay(socket, upstream, user, sessionId);
+    this.relays.add(relay);
+    this.log(`gateway: ${user} connected (${label}), session ${sessionId}`);
+    socket.write(
+      Buffer.concat([
+        authenticationOk(),
+        ...upstream.parameterStatus,
+        backendKeyData(pid, cancelSecret),
+        upstream.readyForQuery,
+      ]),
+    );
+    relay.start(early, () => {
+      this.relays.delete(relay);
+      this.cancelKeys.delete(cancelKey);
+      release();
+      this.control.query("select auth.door_closed($1)", [sessionId]).catch((error: Error) => {
+        this.log(`gateway: could not end session ${sessionId}: ${error.message}`);
+      });
+      this.log(`gateway: ${user} disconnected, session ${sessionId}`);
+    });
+  }
+
+  /** Ends a relay: its backend terminated (a cancel can be caught), the client told why. */
+  private end(relay: Relay, fields: ErrorFields): void {
+    if (relay.closed) return;
+    const { pid, secret } = relay.upstream;
+    this.housekeeping
+      .query("select auth.door_end($1)", [pid])
+      .catch(() => cancelUpstream(this.options.upstream, pid, secret));
+    relay.end(fields);
+  }
+
+  /**
+   * The time limits, and which sessions of open connections are still alive
+   * and still have a door (activity since the last look renews them).
+   */
+  async check(): Promise<void> {
+    if (this.polling || this.relays.size === 0) return;
+    this.polling = true;
     try {
       const now = performance.now();
-      for (const relay of relays) {
-        const why = relay.overLimit(now, limits);
+      for (const relay of this.relays) {
+        const why = relay.overLimit(now, this.limits);
         if (why) {
-          log(`gateway: ${relay.user}, session ${relay.sessionId}: ${why}: ending the connection`);
-          endRelay(relay, fatal(relay.state.ready ? "25P03" : "57014", why));
+          this.log(
+            `gateway: ${relay.user}, session ${relay.sessionId}: ${why}: ending the connection`,
+          );
+          this.end(relay, fatal(relay.state.ready ? "25P03" : "57014", why));
         }
       }
       const ids = new Set<number>();
       const active = new Set<number>();
-      for (const relay of relays) {
+      for (const relay of this.relays) {
         if (relay.closed) continue;
         ids.add(relay.sessionId);
         if (relay.state.active) active.add(relay.sessionId);
         relay.state.active = false;
       }
       if (ids.size === 0) return;
-      const { rows } = await housekeeping.query<{ id: string }>(
+      const { rows } = await this.housekeeping.query<{ id: string }>(
         "select auth.door_alive($1::bigint[], $2::bigint[]) as id",
         [[...ids], [...active]],
       );
       const alive = new Set(rows.map((r) => Number(r.id)));
-      for (const relay of relays) {
+      for (const relay of this.relays) {
         if (!alive.has(relay.sessionId)) {
-          log(`gateway: session ${relay.sessionId} of ${relay.user} ended: closing its connection`);
-          endRelay(
+          this.log(
+            `gateway: session ${relay.sessionId} of ${relay.user} ended: closing its connection`,
+          );
+          this.end(
             relay,
             fatal("57P01", "your session has ended (logged out, revoked, expired or no door)"),
           );
         }
       }
     } catch (error) {
-      log(`gateway: could not check sessions: ${(error as Error).message}`);
+      this.log(`gateway: could not check sessions: ${(error as Error).message}`);
     } finally {
-      polling = false;
+      this.polling = false;
     }
-  }, options.pollIntervalMs ?? 250);
-  poller.unref();
+  }
 
+  async redeemTicket(ticket: string, client: string, address = "") {
+    const { rows } = await this.control.query<{ email: string; token: string }>(
+      "select email, token from auth.door_redeem_ticket($1, $2, $3)",
+      [ticket, client, address],
+    );
+    return rows[0];
+  }
+
+  /** Drops every connection and relay, then the database pools. */
+  async shutDown(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    for (const relay of this.relays) relay.upstream.socket.destroy();
+    await Promise.all([this.control.end(), this.housekeeping.end()]);
+  }
+}
+
+/** Startup parameters passed on to PostgreSQL (anything else is refused or dropped). */
+function forwardedParameters(parameters: Record<string, string>): Record<string, string> {
+  const forwarded: Record<string, string> = {};
+  for (const name of FORWARDED_PARAMETERS) {
+    const value = parameters[name] ?? parameters[name.toLowerCase()];
+    if (value !== undefined) forwarded[name] = value;
+  }
+  return forwarded;
+}
+
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const gateway = new DoorGateway(options);
+  const log = options.log ?? (() => {});
+  const poller = setInterval(() => void gateway.check(), options.pollIntervalMs ?? 250);
+  poller.unref();
   const server: Server = createServer((socket) => {
-    handle(socket).catch((error: Error) => {
+    gateway.accept(socket).catch((error: Error) => {
       log(`gateway: ${error.message}`);
       socket.destroy();
     });
   });
   const host = options.host ?? "127.0.0.1";
   const port = await listen(server, host, options.port);
-
   return {
     host,
     port,
-    limits,
+    limits: gateway.limits,
     database: options.upstream.database,
     tls: options.tls !== undefined,
-    connectionCount: () => relays.size,
-    async redeemTicket(ticket, client, address = "") {
-      const { rows } = await control.query<{ email: string; token: string }>(
-        "select email, token from auth.door_redeem_ticket($1, $2, $3)",
-        [ticket, client, address],
-      );
-      return rows[0];
-    },
+    connectionCount: () => gateway.connectionCount,
+    redeemTicket: (ticket, client, address) => gateway.redeemTicket(ticket, client, address),
     async close() {
       clearInterval(poller);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      for (const socket of sockets) socket.destroy();
-      for (const relay of relays) relay.upstream.socket.destroy();
+      await gateway.shutDown();
       await closed;
-      await Promise.all([control.end(), housekeeping.end()]);
     },
   };
 }
