@@ -195,53 +195,110 @@ function runHttpSuite(
   return { result, cancel };
 }
 
-export async function watchDocument(options: WatchOptions = {}): Promise<WatchSession> {
-  const log = options.log ?? (() => {});
-  const project = {
-    ...(options.file ? { file: options.file } : {}),
-    ...(options.cwd ? { cwd: options.cwd } : {}),
-    migrationsDir: migrationsDirOf(options),
-  };
-  // What the reload lines call the project.
-  const file = describeDocuments(projectDocuments(project).filter((d) => !d.migration));
-  const settleMs = options.settleMs ?? 100;
-  const wantTests = options.tests ?? true;
+/**
+ * The versions of a project being served: each save loads a new version into
+ * a database of its own, switches the front proxy to it, and starts its
+ * checks; the previous one is stopped once drained.
+ */
+class Versions {
+  testsAvailable = false;
+  served: ServedVersion | undefined;
+  private versionCounter = 0;
+  /** What the reload lines call the project. */
+  readonly name: string;
 
-  // The proxy first: a port in use fails before anything else starts.
-  const frontend = options.file ? undefined : readProjectConfig(options.cwd).frontend;
-  const proxy: FrontProxy = await startFrontProxy(options.port ?? 3000, undefined, frontend);
-  let cluster: Cluster;
-  try {
-    cluster = await startCluster({ log, ...(options.pgBin ? { pgBin: options.pgBin } : {}) });
-  } catch (error) {
-    await proxy.close();
-    throw error;
+  constructor(
+    private readonly options: WatchOptions,
+    private readonly project: { file?: string; cwd?: string; migrationsDir: string },
+    readonly cluster: Cluster,
+    readonly proxy: FrontProxy,
+    private readonly log: (line: string) => void,
+  ) {
+    this.name = describeDocuments(projectDocuments(project).filter((d) => !d.migration));
   }
-  let testsAvailable = false;
-  let served: ServedVersion | undefined;
-  let versionCounter = 0;
 
-  const compile = (): CompiledDocument[] =>
-    projectDocuments(project).map((doc) =>
+  private compile(): CompiledDocument[] {
+    return projectDocuments(this.project).map((doc) =>
       compileMarkdown(readFileSync(doc.path), {
         fileName: doc.path,
-        includeFixtures: options.fixtures ?? true,
-        includeTests: testsAvailable,
+        includeFixtures: this.options.fixtures ?? true,
+        includeTests: this.testsAvailable,
       }),
     );
+  }
+
+  /** Loads the project as a new version; returns the outcome. */
+  async load(): Promise<ReloadOutcome> {
+    const started = performance.now();
+    const ms = () => Math.round(performance.now() - started);
+    let docs: CompiledDocument[];
+    try {
+      docs = this.compile();
+    } catch (error) {
+      return { kind: "load-failed", report: (error as Error).message, ms: ms() };
+    }
+    // Compare code only: a prose edit that moves lines is still the same
+    // program. Compared with what serves, not with the last attempt, so that
+    // saving again after a failure always tries again.
+    const code = docs.map(includedCode).join("\n\u0000\u0000\n");
+    if (this.served && code === this.served.code) return { kind: "unchanged", ms: ms() };
+    // The number is taken for good only by a version that loads: a failed
+    // load leaves the next one its number.
+    const version = this.versionCounter + 1;
+    const database = `app_${version}`;
+    const { cluster } = this;
+    await createDatabase(cluster, database);
+    let carried: CarryOverSummary | undefined;
+    try {
+      await loadDocuments(cluster, database, docs);
+      await applySessionSettings(cluster, database, LOCAL_SESSION_SETTINGS);
+      if (this.served) carried = await carryOver(cluster, this.served.database, database);
+    } catch (error) {
+      await dropDatabase(cluster, database);
+      const failure = error as { report?: string; message: string };
+      return { kind: "load-failed", report: failure.report ?? failure.message, ms: ms() };
+    }
+    this.versionCounter = version;
+    const postgrest = await startPostgrest({
+      dbUri: cluster.uri("authenticator", database),
+      port: await freePort(),
+      publicUrl: this.proxy.url,
+      logFile: `${cluster.dir}/postgrest-${version}.log`,
+      ...identitySettings(this.options.identity),
+    });
+    const previous = this.served;
+    this.proxy.setTarget(postgrest.port);
+    previous?.cancelChecks();
+    const checks = this.startChecks(version, database, docs);
+    this.served = { version, database, code, postgrest, cancelChecks: checks.cancel };
+    if (previous) {
+      await this.proxy.drained(previous.postgrest.port);
+      await previous.postgrest.stop();
+      await dropDatabase(cluster, previous.database);
+    }
+    return {
+      kind: "loaded",
+      version,
+      database,
+      pgtap: checks.pgtap,
+      ms: ms(),
+      ...(carried ? { carried } : {}),
+    };
+  }
 
   /** Prints a version's check results when they come, unless a newer version cancelled them. */
-  const startChecks = (
+  private startChecks(
     version: number,
     database: string,
     docs: CompiledDocument[],
-  ): { pgtap: Promise<PgTapRun | undefined>; cancel: () => void } => {
+  ): { pgtap: Promise<PgTapRun | undefined>; cancel: () => void } {
+    const { cluster, log, options } = this;
     let cancelled = false;
     let cancelHttp = () => {};
     const started = performance.now();
     const seconds = () => `${((performance.now() - started) / 1000).toFixed(1)} s`;
     const pgtap: Promise<PgTapRun | undefined> =
-      testsAvailable && docs.some((doc) => doc.blocks.some((block) => block.tag === "tests"))
+      this.testsAvailable && docs.some((doc) => doc.blocks.some((block) => block.tag === "tests"))
         ? runDatabaseTests(cluster, database, docs).then(
             (run) => {
               if (cancelled) return undefined;
@@ -265,7 +322,7 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
         if (cancelled) return;
         const httpStarted = performance.now();
         const run = runHttpSuite(args, {
-          TEST_API_URL: proxy.url,
+          TEST_API_URL: this.proxy.url,
           TEST_API_DATABASE_URL: databaseUrl(cluster, database),
           // The pgTAP suite has just run; the HTTP run need not repeat it.
           TEST_API_SKIP_PGTAP: "1",
@@ -289,135 +346,102 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
         cancelHttp();
       },
     };
-  };
+  }
 
-  /** Loads the project as a new version; returns the outcome. */
-  const loadVersion = async (): Promise<ReloadOutcome> => {
-    const started = performance.now();
-    const ms = () => Math.round(performance.now() - started);
-    let docs: CompiledDocument[];
-    try {
-      docs = compile();
-    } catch (error) {
-      return { kind: "load-failed", report: (error as Error).message, ms: ms() };
-    }
-    // Compare code only: a prose edit that moves lines is still the same
-    // program. Compared with what serves, not with the last attempt, so that
-    // saving again after a failure always tries again.
-    const code = docs.map(includedCode).join("\n\u0000\u0000\n");
-    if (served && code === served.code) return { kind: "unchanged", ms: ms() };
-    // The number is taken for good only by a version that loads: a failed
-    // load leaves the next one its number.
-    const version = versionCounter + 1;
-    const database = `app_${version}`;
-    await createDatabase(cluster, database);
-    let carried: CarryOverSummary | undefined;
-    try {
-      await loadDocuments(cluster, database, docs);
-      await applySessionSettings(cluster, database, LOCAL_SESSION_SETTINGS);
-      if (served) carried = await carryOver(cluster, served.database, database);
-    } catch (error) {
-      await dropDatabase(cluster, database);
-      const failure = error as { report?: string; message: string };
-      return { kind: "load-failed", report: failure.report ?? failure.message, ms: ms() };
-    }
-    versionCounter = version;
-    const postgrest = await startPostgrest({
-      dbUri: cluster.uri("authenticator", database),
-      port: await freePort(),
-      publicUrl: proxy.url,
-      logFile: `${cluster.dir}/postgrest-${version}.log`,
-      ...identitySettings(options.identity),
-    });
-    const previous = served;
-    proxy.setTarget(postgrest.port);
-    previous?.cancelChecks();
-    const checks = startChecks(version, database, docs);
-    served = { version, database, code, postgrest, cancelChecks: checks.cancel };
-    if (previous) {
-      await proxy.drained(previous.postgrest.port);
-      await previous.postgrest.stop();
-      await dropDatabase(cluster, previous.database);
-    }
-    return {
-      kind: "loaded",
-      version,
-      database,
-      pgtap: checks.pgtap,
-      ms: ms(),
-      ...(carried ? { carried } : {}),
-    };
-  };
-
-  const report = (outcome: ReloadOutcome) => {
+  /** The reload line for an outcome. */
+  report(outcome: ReloadOutcome): void {
     const at = `[${timestamp()}]`;
+    const { log, name } = this;
     if (outcome.kind === "unchanged") {
       log(
-        `${at} ${file}: same code as version ${served?.version} (prose only), not reloaded (${outcome.ms} ms)`,
+        `${at} ${name}: same code as version ${this.served?.version} (prose only), not reloaded (${outcome.ms} ms)`,
       );
     } else if (outcome.kind === "load-failed") {
       log(outcome.report);
-      const still = served ? `still serving version ${served.version}` : "nothing served";
-      log(`${at} ${file}: load FAILED, ${still} (${outcome.ms} ms)`);
+      const still = this.served ? `still serving version ${this.served.version}` : "nothing served";
+      log(`${at} ${name}: load FAILED, ${still} (${outcome.ms} ms)`);
     } else {
       const kept = outcome.carried ? `, ${describeCarryOver(outcome.carried)}` : "";
-      const tests = testsAvailable ? ", pgTAP running" : "";
+      const tests = this.testsAvailable ? ", pgTAP running" : "";
       log(
-        `${at} ${file}: version ${outcome.version} serving from ${outcome.database}${kept}${tests} (${outcome.ms} ms)`,
+        `${at} ${name}: version ${outcome.version} serving from ${outcome.database}${kept}${tests} (${outcome.ms} ms)`,
       );
     }
-    options.onReload?.(outcome);
-  };
-
-  // The single-flight reload loop.
-  let running: Promise<void> | undefined;
-  let pending = false;
-  let settleTimer: NodeJS.Timeout | undefined;
-  const idleWaiters: Array<() => void> = [];
-  const reload = (): void => {
-    if (running) {
-      pending = true;
-      return;
-    }
-    running = (async () => {
-      do {
-        pending = false;
-        try {
-          report(await loadVersion());
-        } catch (error) {
-          log(`[${timestamp()}] ${file}: reload error: ${(error as Error).message}`);
-        }
-      } while (pending);
-      running = undefined;
-      if (!settleTimer) for (const wake of idleWaiters.splice(0)) wake();
-    })();
-  };
-  const scheduleReload = () => {
-    if (settleTimer) clearTimeout(settleTimer);
-    settleTimer = setTimeout(() => {
-      settleTimer = undefined;
-      reload();
-    }, settleMs);
-  };
-
-  try {
-    testsAvailable = wantTests && (await withClient(cluster.connectionConfig(), hasPgTap));
-    if (wantTests && !testsAvailable) log("pgTAP is not installed: test blocks are not loaded");
-    // A first version that fails to load is reported like any other; the
-    // proxy answers 503 until a save fixes it.
-    report(await loadVersion());
-  } catch (error) {
-    await proxy.close();
-    served?.cancelChecks();
-    await served?.postgrest.stop();
-    await cluster.stop();
-    throw error;
+    this.options.onReload?.(outcome);
   }
 
-  // Watch directories, not files: editors that save by renaming a new file
-  // over the old one, and git checkout/stash, replace the inode.
-  // The directory of every document, and the migrations directory, one
-  // level deep: that directory may not exist yet when watching starts.
+  /** Stops what serves and the cluster under it. */
+  async stop(): Promise<void> {
+    this.served?.cancelChecks();
+    await this.proxy.close();
+    await this.served?.postgrest.stop();
+    await this.cluster.stop();
+  }
+}
+
+/**
+ * One reload at a time: saves that come while one runs make one more run
+ * afterwards, however many they were, and it loads what is there by then.
+ * Files must settle first (editors write in steps).
+ */
+class Reloads {
+  private running: Promise<void> | undefined;
+  private pending = false;
+  private settleTimer: NodeJS.Timeout | undefined;
+  private readonly idleWaiters: Array<() => void> = [];
+
+  constructor(
+    private readonly work: () => Promise<void>,
+    private readonly settleMs: number,
+  ) {}
+
+  schedule(): void {
+    if (this.settleTimer) clearTimeout(this.settleTimer);
+    this.settleTimer = setTimeout(() => {
+      this.settleTimer = undefined;
+      this.run();
+    }, this.settleMs);
+  }
+
+  private run(): void {
+    if (this.running) {
+      this.pending = true;
+      return;
+    }
+    this.running = (async () => {
+      do {
+        this.pending = false;
+        await this.work();
+      } while (this.pending);
+      this.running = undefined;
+      if (!this.settleTimer) for (const wake of this.idleWaiters.splice(0)) wake();
+    })();
+  }
+
+  idle(): Promise<void> {
+    return !this.running && !this.settleTimer
+      ? Promise.resolve()
+      : new Promise((r) => this.idleWaiters.push(r));
+  }
+
+  /** No more reloads; resolves when the one running (if any) is done. */
+  async stop(): Promise<void> {
+    if (this.settleTimer) clearTimeout(this.settleTimer);
+    this.settleTimer = undefined;
+    await this.running?.catch(() => {});
+  }
+}
+
+/**
+ * Watches directories, not files: editors that save by renaming a new file
+ * over the old one, and git checkout/stash, replace the inode. The directory
+ * of every document, and the migrations directory, one level deep: that
+ * directory may not exist yet when watching starts.
+ */
+async function watchProject(
+  project: { file?: string; cwd?: string; migrationsDir: string },
+  changed: () => void,
+): Promise<{ close(): Promise<void> }> {
   const documentPaths = new Set(
     projectDocuments(project)
       .filter((d) => !d.migration)
@@ -428,13 +452,55 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     ...new Set([...documentPaths].map((p) => dirname(p)).concat(dirname(migrationsPath))),
   ];
   const watcher = chokidar.watch(roots, { depth: 1, ignoreInitial: true });
-  watcher.on("all", (_event, changed) => {
-    const path = resolve(changed);
+  watcher.on("all", (_event, changedPath) => {
+    const path = resolve(changedPath);
     if (documentPaths.has(path) || path === migrationsPath || dirname(path) === migrationsPath) {
-      scheduleReload();
+      changed();
     }
   });
   await new Promise<void>((r) => watcher.once("ready", () => r()));
+  return watcher;
+}
+
+export async function watchDocument(options: WatchOptions = {}): Promise<WatchSession> {
+  const log = options.log ?? (() => {});
+  const project = {
+    ...(options.file ? { file: options.file } : {}),
+    ...(options.cwd ? { cwd: options.cwd } : {}),
+    migrationsDir: migrationsDirOf(options),
+  };
+  // The proxy first: a port in use fails before anything else starts.
+  const frontend = options.file ? undefined : readProjectConfig(options.cwd).frontend;
+  const proxy: FrontProxy = await startFrontProxy(options.port ?? 3000, undefined, frontend);
+  let cluster: Cluster;
+  try {
+    cluster = await startCluster({ log, ...(options.pgBin ? { pgBin: options.pgBin } : {}) });
+  } catch (error) {
+    await proxy.close();
+    throw error;
+  }
+  const versions = new Versions(options, project, cluster, proxy, log);
+  const reloads = new Reloads(async () => {
+    try {
+      versions.report(await versions.load());
+    } catch (error) {
+      log(`[${timestamp()}] ${versions.name}: reload error: ${(error as Error).message}`);
+    }
+  }, options.settleMs ?? 100);
+
+  try {
+    const wantTests = options.tests ?? true;
+    versions.testsAvailable = wantTests && (await withClient(cluster.connectionConfig(), hasPgTap));
+    if (wantTests && !versions.testsAvailable)
+      log("pgTAP is not installed: test blocks are not loaded");
+    // A first version that fails to load is reported like any other; the
+    // proxy answers 503 until a save fixes it.
+    versions.report(await versions.load());
+  } catch (error) {
+    await versions.stop();
+    throw error;
+  }
+  const watcher = await watchProject(project, () => reloads.schedule());
 
   let stopping: Promise<void> | undefined;
   // Ctrl-C stops the session before the cluster under it (the newest entry
@@ -448,13 +514,9 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       unregister();
-      if (settleTimer) clearTimeout(settleTimer);
       await watcher.close();
-      await running?.catch(() => {});
-      served?.cancelChecks();
-      await proxy.close();
-      await served?.postgrest.stop();
-      await cluster.stop();
+      await reloads.stop();
+      await versions.stop();
     })();
     return stopping;
   };
@@ -462,9 +524,8 @@ export async function watchDocument(options: WatchOptions = {}): Promise<WatchSe
     url: proxy.url,
     demoUrl: proxy.demoUrl,
     cluster,
-    currentDatabase: () => served?.database ?? "",
-    idle: () =>
-      !running && !settleTimer ? Promise.resolve() : new Promise((r) => idleWaiters.push(r)),
+    currentDatabase: () => versions.served?.database ?? "",
+    idle: () => reloads.idle(),
     stop,
   };
 }
