@@ -255,6 +255,99 @@ async function closePublicSchema(config: (database?: string) => pg.ClientConfig)
 }
 
 /** Starts a throwaway cluster and waits until it accepts connections. */
+/** Where a throwaway cluster lives and how it is reached. */
+interface Layout {
+  dir: string;
+  dataDir: string;
+  socketDir: string;
+  logFile: string;
+  port: number;
+  tcp: boolean;
+}
+
+/**
+ * Starts postgres on a data directory and waits until it accepts
+ * connections; a server that exits meanwhile is an error with the last
+ * lines of its log.
+ */
+async function launchServer(
+  bin: PgBinaries,
+  layout: Layout,
+  user: ReturnType<typeof unprivilegedUser>,
+  connectionConfig: (database?: string) => pg.ClientConfig,
+): Promise<ChildProcess> {
+  const { dataDir, socketDir, port, tcp, logFile } = layout;
+  const logFd = openSync(logFile, "a");
+  const args = [
+    "-D",
+    dataDir,
+    "-k",
+    socketDir,
+    "-p",
+    String(port),
+    "-c",
+    `listen_addresses=${tcp ? "127.0.0.1" : ""}`,
+    ...THROWAWAY_SERVER_SETTINGS.flatMap((setting) => ["-c", setting]),
+    "-c",
+    "max_connections=200",
+  ];
+  const child = spawn(join(bin.binDir, "postgres"), args, {
+    stdio: ["ignore", logFd, logFd],
+    env: { ...process.env, TZ: "UTC", LC_ALL: "C" },
+    ...(user.uid !== undefined ? { uid: user.uid, gid: user.gid } : {}),
+  });
+  let exited = false;
+  child.once("exit", () => {
+    exited = true;
+  });
+  const deadline = Date.now() + 30_000;
+  while (!(await canConnect(connectionConfig("postgres")))) {
+    if (exited) {
+      throw new Error(
+        `postgres exited during start-up${tcp ? ` (is port ${port} in use?)` : ""}; ` +
+          `last lines of ${logFile}:\n${logTail(logFile)}`,
+      );
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`postgres did not accept connections within 30 s; see ${logFile}`);
+    }
+    await new Promise((r) => setTimeout(r, 15));
+  }
+  return child;
+}
+
+/** Stops a server with `signal`, and with SIGKILL if it does not go within 10 s. */
+async function stopServer(child: ChildProcess | undefined, signal: NodeJS.Signals): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  child.kill(signal);
+  if (!(await waitForExit(child, 10_000))) {
+    child.kill("SIGKILL");
+    await waitForExit(child, 5_000);
+  }
+}
+
+/**
+ * TCP is for whoever is on the machine: passwords, always, and never a
+ * database door's role (the gateway reaches the socket, which only the
+ * server's user and root can). The Unix socket trusts its few users.
+ */
+function writeTcpHba(dataDir: string, major: number): void {
+  writeFileSync(
+    join(dataDir, "pg_hba.conf"),
+    [
+      "# Unix socket: a directory only the server's user can enter.",
+      "local all all trust",
+      "# TCP: never a database door's role (the gateway reaches the socket),",
+      "# passwords for everyone else.",
+      `host all ${major >= 16 ? "/^pgs_user_[0-9]+_[0-9]+$" : "+door_users"} all reject`,
+      "host all all 127.0.0.1/32 scram-sha-256",
+      "host all all ::1/128 scram-sha-256",
+      "",
+    ].join("\n"),
+  );
+}
+
+/** Starts a throwaway cluster and waits until it accepts connections. */
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const log = options.log ?? (() => {});
   const user = unprivilegedUser();
@@ -270,11 +363,15 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
 
   const dir = makeTempDir();
   log(`cluster directory ${dir}`);
-  const dataDir = join(dir, "data");
-  const socketDir = dir;
-  const logFile = join(dir, "postgres.log");
-  const port = options.tcpPort ?? DEFAULT_PORT;
-  const tcp = options.tcpPort !== undefined;
+  const layout: Layout = {
+    dir,
+    dataDir: join(dir, "data"),
+    socketDir: dir,
+    logFile: join(dir, "postgres.log"),
+    port: options.tcpPort ?? DEFAULT_PORT,
+    tcp: options.tcpPort !== undefined,
+  };
+  const { dataDir, socketDir, logFile, port, tcp } = layout;
   // On TCP, anyone on the machine can connect: the superuser needs a
   // password there. The Unix socket stays in a directory only the server's
   // user (and root) can enter.
@@ -292,62 +389,18 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     }
     removeDir();
   };
-
+  function connectionConfig(database = "postgres"): pg.ClientConfig {
+    return { host: socketDir, port, user: SUPERUSER, database };
+  }
   const launch = async (): Promise<void> => {
-    const logFd = openSync(logFile, "a");
-    const args = [
-      "-D",
-      dataDir,
-      "-k",
-      socketDir,
-      "-p",
-      String(port),
-      "-c",
-      `listen_addresses=${tcp ? "127.0.0.1" : ""}`,
-      ...THROWAWAY_SERVER_SETTINGS.flatMap((setting) => ["-c", setting]),
-      "-c",
-      "max_connections=200",
-    ];
-    const child = spawn(join(bin.binDir, "postgres"), args, {
-      stdio: ["ignore", logFd, logFd],
-      env: { ...process.env, TZ: "UTC", LC_ALL: "C" },
-      ...(user.uid !== undefined ? { uid: user.uid, gid: user.gid } : {}),
-    });
-    server = child;
-    let exited = false;
-    child.once("exit", () => {
-      exited = true;
-    });
-    const deadline = Date.now() + 30_000;
-    while (!(await canConnect(connectionConfig("postgres")))) {
-      if (exited) {
-        throw new Error(
-          `postgres exited during start-up${tcp ? ` (is port ${port} in use?)` : ""}; ` +
-            `last lines of ${logFile}:\n${logTail(logFile)}`,
-        );
-      }
-      if (Date.now() > deadline) {
-        throw new Error(`postgres did not accept connections within 30 s; see ${logFile}`);
-      }
-      await new Promise((r) => setTimeout(r, 15));
-    }
-  };
-
-  const shutdown = async (signal: NodeJS.Signals): Promise<void> => {
-    const child = server;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    child.kill(signal);
-    if (!(await waitForExit(child, 10_000))) {
-      child.kill("SIGKILL");
-      await waitForExit(child, 5_000);
-    }
+    server = await launchServer(bin, layout, user, connectionConfig);
   };
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       try {
-        await shutdown("SIGQUIT");
+        await stopServer(server, "SIGQUIT");
       } finally {
         removeDir();
         unregister();
@@ -357,10 +410,6 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   };
   const unregister = registerCleanup({ name: `postgres in ${dir}`, stop, lastResort });
 
-  function connectionConfig(database = "postgres"): pg.ClientConfig {
-    return { host: socketDir, port, user: SUPERUSER, database };
-  }
-
   try {
     if (user.uid !== undefined) execFileSync("chown", [`${user.uid}:${user.gid}`, dir]);
     const started = performance.now();
@@ -368,21 +417,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     log(
       `${how === "cache" ? "copied cached initdb" : "ran initdb"} in ${Math.round(performance.now() - started)} ms`,
     );
-    if (tcpPassword) {
-      writeFileSync(
-        join(dataDir, "pg_hba.conf"),
-        [
-          "# Unix socket: a directory only the server's user can enter.",
-          "local all all trust",
-          "# TCP: never a database door's role (the gateway reaches the socket),",
-          "# passwords for everyone else.",
-          `host all ${bin.major >= 16 ? "/^pgs_user_[0-9]+_[0-9]+$" : "+door_users"} all reject`,
-          "host all all 127.0.0.1/32 scram-sha-256",
-          "host all all ::1/128 scram-sha-256",
-          "",
-        ].join("\n"),
-      );
-    }
+    if (tcpPassword) writeTcpHba(dataDir, bin.major);
     await launch();
     await closePublicSchema(connectionConfig);
     if (tcpPassword) {
@@ -422,7 +457,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     },
     restart: async () => {
       // Fast shutdown (SIGINT) writes a checkpoint, so nothing is lost.
-      await shutdown("SIGINT");
+      await stopServer(server, "SIGINT");
       await launch();
     },
     stop,
