@@ -6,9 +6,9 @@
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import pg from "pg";
-import type { LocalDeployment } from "../src/deploy.js";
 import { randomPassword, scramVerifier } from "../src/gateway/scram.js";
 import { freePort } from "../src/net.js";
+import type { LocalDeployment } from "../src/serving/deploy.js";
 
 export interface GatewayBench {
   connect_samples: number;

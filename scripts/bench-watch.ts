@@ -14,9 +14,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { readProjectConfig } from "../src/document/project.js";
 import { freePort } from "../src/net.js";
-import { readProjectConfig } from "../src/project.js";
-import { watchDocument } from "../src/watch.js";
+import { watchDocument } from "../src/serving/watch.js";
 
 const { values } = parseArgs({
   options: {

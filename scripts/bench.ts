@@ -32,14 +32,14 @@ import autocannon from "autocannon";
 import { SignJWT } from "jose";
 import type pg from "pg";
 import { Pool } from "undici";
-import { deployLocal, type LocalDeployment } from "../src/deploy.js";
 import { freePort } from "../src/net.js";
+import { deployLocal, type LocalDeployment } from "../src/serving/deploy.js";
 import {
   identitySettings,
   type PostgrestConfig,
   type PostgrestProcess,
   startPostgrest,
-} from "../src/postgrest.js";
+} from "../src/serving/postgrest.js";
 import { TestClient } from "../src/testing/client.js";
 import { measureBursts, measureGatewayFlood } from "./bench-bursts.js";
 import { type GatewayBench, measureGateway } from "./bench-gateway.js";

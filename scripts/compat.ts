@@ -16,7 +16,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { hydrateEmbeddedSymlinks } from "../src/pgbin.js";
+import { hydrateEmbeddedSymlinks } from "../src/postgres/pgbin.js";
 
 const ROOT = join(import.meta.dirname, "..");
 const COMPAT = join(ROOT, "compat");

@@ -5,17 +5,9 @@
 // Every command of the command line is one of these with its options read
 // from argv; nothing here prints unless given a `log` function.
 
-export { type CarryOverSummary, carryOver } from "./carry-over.js";
-export { type Cluster, type ClusterOptions, startCluster } from "./cluster.js";
 export { initProject } from "./commands/init.js";
 export { postgrestConf } from "./commands/postgrest-conf.js";
-export {
-  DEFAULT_DATABASE,
-  deployLocal,
-  type LocalDeployment,
-  type LocalDeploymentOptions,
-} from "./deploy.js";
-export { loadSql, SchemaLoadError, type SqlSource } from "./loader.js";
+export { loadSql, SchemaLoadError, type SqlSource } from "./document/loader.js";
 export {
   type CompiledDocument,
   type CompileOptions,
@@ -24,27 +16,35 @@ export {
   /** An alias of compileMarkdown: literate Markdown (text or bytes) to SQL, line for line. */
   compileMarkdown as compile,
   Md2SqlError,
-} from "./md2sql.js";
-export { type MigrateOptions, type MigrateResult, migrate } from "./migrate.js";
-export { freePort } from "./net.js";
-export { findPgBinaries, type PgBinaries } from "./pgbin.js";
-export { describeFailures, type PgTapRun, runPgTap } from "./pgtap.js";
-export {
-  findPostgrestBinary,
-  type PostgrestConfig,
-  type PostgrestProcess,
-  startPostgrest,
-} from "./postgrest.js";
+} from "./document/md2sql.js";
+export { type MigrateOptions, type MigrateResult, migrate } from "./document/migrate.js";
+export { describeFailures, type PgTapRun, runPgTap } from "./document/pgtap.js";
 export {
   compileProject,
   type ProjectConfig,
   type ProjectDocument,
   projectDocuments,
   readProjectConfig,
-} from "./project.js";
+} from "./document/project.js";
+export { freePort } from "./net.js";
+export { type Cluster, type ClusterOptions, startCluster } from "./postgres/cluster.js";
+export { findPgBinaries, type PgBinaries } from "./postgres/pgbin.js";
+export { type CarryOverSummary, carryOver } from "./serving/carry-over.js";
+export {
+  DEFAULT_DATABASE,
+  deployLocal,
+  type LocalDeployment,
+  type LocalDeploymentOptions,
+} from "./serving/deploy.js";
+export {
+  findPostgrestBinary,
+  type PostgrestConfig,
+  type PostgrestProcess,
+  startPostgrest,
+} from "./serving/postgrest.js";
 export {
   type ReloadOutcome,
   type WatchOptions,
   type WatchSession,
   watchDocument,
-} from "./watch.js";
+} from "./serving/watch.js";

@@ -2,9 +2,9 @@
 // where a Docker engine answers; elsewhere it is skipped, and says so.
 
 import { describe, expect, it } from "vitest";
-import { dockerAvailability } from "../src/container.js";
-import { deployLocal } from "../src/deploy.js";
 import { freePort } from "../src/net.js";
+import { dockerAvailability } from "../src/postgres/container.js";
+import { deployLocal } from "../src/serving/deploy.js";
 
 const docker = await dockerAvailability();
 if (!docker.available) {

@@ -4,10 +4,10 @@
 
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Cluster, startCluster } from "../src/cluster.js";
-import { deployLocal } from "../src/deploy.js";
+import { describeFailures, type PgTapRun } from "../src/document/pgtap.js";
 import { freePort } from "../src/net.js";
-import { describeFailures, type PgTapRun } from "../src/pgtap.js";
+import { type Cluster, startCluster } from "../src/postgres/cluster.js";
+import { deployLocal } from "../src/serving/deploy.js";
 
 let server: Cluster;
 let url: string;

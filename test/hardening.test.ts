@@ -10,12 +10,12 @@ import { join } from "node:path";
 import pg from "pg";
 import { Agent } from "undici";
 import { describe, expect, inject, it } from "vitest";
-import { startCluster } from "../src/cluster.js";
-import { deployLocal } from "../src/deploy.js";
-import { loadSql } from "../src/loader.js";
-import { compileFile } from "../src/md2sql.js";
+import { loadSql } from "../src/document/loader.js";
+import { compileFile } from "../src/document/md2sql.js";
 import { freePort } from "../src/net.js";
-import { startPostgrest } from "../src/postgrest.js";
+import { startCluster } from "../src/postgres/cluster.js";
+import { deployLocal } from "../src/serving/deploy.js";
+import { startPostgrest } from "../src/serving/postgrest.js";
 import { AUDIT_TABLE, expect2xx, expectStatus, SESSIONS_TABLE, shown } from "./support/app.js";
 import {
   TestClient as Browser,

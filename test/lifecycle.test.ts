@@ -7,14 +7,14 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
-import { startCluster } from "../src/cluster.js";
 import { freePort } from "../src/net.js";
+import { startCluster } from "../src/postgres/cluster.js";
 import {
   distributionPgTapDir,
   downloadedPgTapDir,
   embeddedBinDir,
   pgTapInstallHint,
-} from "../src/pgbin.js";
+} from "../src/postgres/pgbin.js";
 import {
   clusterDirOf,
   npmStart,

@@ -3,10 +3,10 @@
 
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Cluster, startCluster } from "../src/cluster.js";
-import { loadSql, SchemaLoadError } from "../src/loader.js";
-import { compileMarkdown } from "../src/md2sql.js";
-import { describeFailures, runPgTap } from "../src/pgtap.js";
+import { loadSql, SchemaLoadError } from "../src/document/loader.js";
+import { compileMarkdown } from "../src/document/md2sql.js";
+import { describeFailures, runPgTap } from "../src/document/pgtap.js";
+import { type Cluster, startCluster } from "../src/postgres/cluster.js";
 
 let cluster: Cluster;
 let databaseCounter = 0;

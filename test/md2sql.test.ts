@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { compileMarkdown, includedCode, Md2SqlError } from "../src/md2sql.js";
+import { compileMarkdown, includedCode, Md2SqlError } from "../src/document/md2sql.js";
 import { spawnCli } from "./support/deploy-local-process.js";
 
 /** A document with every kind of block; the comment says what each line is. */

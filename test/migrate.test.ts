@@ -7,12 +7,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type Cluster, startCluster } from "../src/cluster.js";
-import { deployLocal } from "../src/deploy.js";
-import { SchemaLoadError } from "../src/loader.js";
-import { migrate } from "../src/migrate.js";
+import { SchemaLoadError } from "../src/document/loader.js";
+import { migrate } from "../src/document/migrate.js";
 import { freePort } from "../src/net.js";
-import { startPostgrest } from "../src/postgrest.js";
+import { type Cluster, startCluster } from "../src/postgres/cluster.js";
+import { deployLocal } from "../src/serving/deploy.js";
+import { startPostgrest } from "../src/serving/postgrest.js";
 import { ROOT, spawnCli } from "./support/deploy-local-process.js";
 
 let cluster: Cluster;

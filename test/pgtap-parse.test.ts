@@ -1,7 +1,7 @@
 // Reading pgTAP's output: failures, diagnostics and plan problems all count.
 
 import { describe, expect, it } from "vitest";
-import { parsePgTap } from "../src/pgtap.js";
+import { parsePgTap } from "../src/document/pgtap.js";
 
 const passing = [
   "    # Subtest: tests.test_b()",

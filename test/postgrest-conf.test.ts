@@ -9,7 +9,7 @@ import { exportJWK, generateKeyPair, generateSecret } from "jose";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
 import { freePort } from "../src/net.js";
-import { providerKeys } from "../src/sso.js";
+import { providerKeys } from "../src/serving/sso.js";
 import { spawnCli } from "./support/deploy-local-process.js";
 
 let dir: string;

@@ -7,9 +7,9 @@ import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { deployLocal } from "../src/deploy.js";
 import { freePort } from "../src/net.js";
-import { type WatchSession, watchDocument } from "../src/watch.js";
+import { deployLocal } from "../src/serving/deploy.js";
+import { type WatchSession, watchDocument } from "../src/serving/watch.js";
 
 interface LoadResult {
   /** Answers by status. */

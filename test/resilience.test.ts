@@ -6,9 +6,9 @@
 
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { deployLocal, type LocalDeployment } from "../src/deploy.js";
 import { freePort } from "../src/net.js";
-import { type PostgrestProcess, startPostgrest } from "../src/postgrest.js";
+import { deployLocal, type LocalDeployment } from "../src/serving/deploy.js";
+import { type PostgrestProcess, startPostgrest } from "../src/serving/postgrest.js";
 import { expect2xx, expectStatus, SESSIONS_TABLE, shown, USERS_TABLE } from "./support/app.js";
 import { newUser, PASSWORD, TestClient, type TestResponse, uniqueEmail } from "./support/client.js";
 import { withDatabase } from "./support/database.js";

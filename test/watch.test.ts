@@ -14,7 +14,7 @@ import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../src/net.js";
-import { type ReloadOutcome, type WatchSession, watchDocument } from "../src/watch.js";
+import { type ReloadOutcome, type WatchSession, watchDocument } from "../src/serving/watch.js";
 import { spawnCli, waitForReady } from "./support/deploy-local-process.js";
 
 const MINIMAL = readFileSync(join(import.meta.dirname, "fixtures", "minimal.sql.md"), "utf8");

@@ -3,7 +3,7 @@
 
 import type { Command, CommanderError } from "commander";
 import { cleanupAll } from "../cleanup.js";
-import { ONE_ISSUER_REASON, type SsoOptions } from "../sso.js";
+import { ONE_ISSUER_REASON, type SsoOptions } from "../serving/sso.js";
 
 export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;

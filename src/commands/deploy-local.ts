@@ -3,10 +3,14 @@
 
 import { Command, Option } from "commander";
 import { setSignalExitCode } from "../cleanup.js";
-import { deployLocal, type LocalDeployment, type LocalDeploymentOptions } from "../deploy.js";
-import type { IdentityMode } from "../postgrest.js";
-import { describeDocuments, projectDocuments } from "../project.js";
-import { watchDocument } from "../watch.js";
+import { describeDocuments, projectDocuments } from "../document/project.js";
+import {
+  deployLocal,
+  type LocalDeployment,
+  type LocalDeploymentOptions,
+} from "../serving/deploy.js";
+import type { IdentityMode } from "../serving/postgrest.js";
+import { watchDocument } from "../serving/watch.js";
 import { assertNoProblems, parsePort, runAction, ssoOptions, UsageError } from "./common.js";
 
 interface DeployLocalFlags {

@@ -8,11 +8,11 @@ import type { ConnectionOptions } from "node:tls";
 import { Command, Option } from "commander";
 import { parse as parseConnectionString } from "pg-connection-string";
 import { registerCleanup, setSignalExitCode } from "../cleanup.js";
-import { withClient } from "../db.js";
 import { startConnectBackend } from "../gateway/pgweb.js";
 import { DEFAULT_LIMITS, type GatewayLimits, startGateway } from "../gateway/server.js";
 import { type UpstreamAddress, upstreamAddress } from "../gateway/upstream.js";
-import { providerKeys } from "../sso.js";
+import { withClient } from "../postgres/db.js";
+import { providerKeys } from "../serving/sso.js";
 import { assertNoProblems, runAction, ssoOptions } from "./common.js";
 
 interface GatewayFlags {

@@ -2,8 +2,8 @@
 
 import { readFile, writeFile } from "node:fs/promises";
 import { Command } from "commander";
-import { compileFile, compileMarkdown } from "../md2sql.js";
-import { projectDocuments } from "../project.js";
+import { compileFile, compileMarkdown } from "../document/md2sql.js";
+import { projectDocuments } from "../document/project.js";
 import { runAction, UsageError } from "./common.js";
 
 interface Md2SqlFlags {

@@ -2,7 +2,7 @@
 // persistent database.
 
 import { Command, Option } from "commander";
-import { migrate } from "../migrate.js";
+import { migrate } from "../document/migrate.js";
 import { assertNoProblems, runAction } from "./common.js";
 
 interface MigrateFlags {

@@ -5,8 +5,8 @@ import { randomBytes } from "node:crypto";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { Command, Option } from "commander";
-import { type IdentityMode, identitySettings } from "../postgrest.js";
-import { providerKeys, ssoPostgrestEnv } from "../sso.js";
+import { type IdentityMode, identitySettings } from "../serving/postgrest.js";
+import { providerKeys, ssoPostgrestEnv } from "../serving/sso.js";
 import { assertNoProblems, runAction, ssoOptions } from "./common.js";
 
 interface ConfFlags {

@@ -5,7 +5,7 @@
 
 import { spawn } from "node:child_process";
 import { Command } from "commander";
-import { findPostgrestBinary } from "../postgrest.js";
+import { findPostgrestBinary } from "../serving/postgrest.js";
 import { runAction } from "./common.js";
 
 export function postgrestCommand(): Command {

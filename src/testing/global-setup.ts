@@ -22,10 +22,10 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import pg, { type ClientConfig } from "pg";
-import { deployLocal, type LocalDeployment } from "../deploy.js";
+import { type PgTapRun, runPgTap } from "../document/pgtap.js";
 import { freePort } from "../net.js";
-import { pgTapInstallHint } from "../pgbin.js";
-import { type PgTapRun, runPgTap } from "../pgtap.js";
+import { pgTapInstallHint } from "../postgres/pgbin.js";
+import { deployLocal, type LocalDeployment } from "../serving/deploy.js";
 import "./provided.js";
 
 /** What the setup hands to `provide` (vitest's TestProject has it). */

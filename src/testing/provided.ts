@@ -1,7 +1,7 @@
 // What the global setup provides to test files through vitest's `inject`.
 
 import type { ClientConfig } from "pg";
-import type { PgTapRun } from "../pgtap.js";
+import type { PgTapRun } from "../document/pgtap.js";
 
 declare module "vitest" {
   export interface ProvidedContext {

@@ -3,7 +3,7 @@
 
 import { spawn } from "node:child_process";
 import { freePort } from "../../src/net.js";
-import { findPostgrestBinary } from "../../src/postgrest.js";
+import { findPostgrestBinary } from "../../src/serving/postgrest.js";
 
 export interface RunningPostgrest {
   url: string;

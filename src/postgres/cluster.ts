@@ -22,9 +22,9 @@ import {
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { registerCleanup } from "./cleanup.js";
+import { registerCleanup } from "../cleanup.js";
+import { scramVerifier } from "../gateway/scram.js";
 import { withClient } from "./db.js";
-import { scramVerifier } from "./gateway/scram.js";
 import {
   describe,
   extensionDir,

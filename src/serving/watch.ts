@@ -22,10 +22,19 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
 import chokidar from "chokidar";
+import { registerCleanup } from "../cleanup.js";
+import { type CompiledDocument, compileMarkdown, includedCode } from "../document/md2sql.js";
+import { describeFailures, hasPgTap, type PgTapRun } from "../document/pgtap.js";
+import {
+  describeDocuments,
+  migrationsDirOf,
+  projectDocuments,
+  readProjectConfig,
+} from "../document/project.js";
+import { freePort } from "../net.js";
+import { type Cluster, startCluster } from "../postgres/cluster.js";
+import { withClient } from "../postgres/db.js";
 import { type CarryOverSummary, carryOver, describeCarryOver } from "./carry-over.js";
-import { registerCleanup } from "./cleanup.js";
-import { type Cluster, startCluster } from "./cluster.js";
-import { withClient } from "./db.js";
 import {
   applySessionSettings,
   createDatabase,
@@ -33,21 +42,12 @@ import {
   loadDocuments,
   runDatabaseTests,
 } from "./deploy.js";
-import { type CompiledDocument, compileMarkdown, includedCode } from "./md2sql.js";
-import { freePort } from "./net.js";
-import { describeFailures, hasPgTap, type PgTapRun } from "./pgtap.js";
 import {
   type IdentityMode,
   identitySettings,
   type PostgrestProcess,
   startPostgrest,
 } from "./postgrest.js";
-import {
-  describeDocuments,
-  migrationsDirOf,
-  projectDocuments,
-  readProjectConfig,
-} from "./project.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 
 export interface WatchOptions {
@@ -144,7 +144,7 @@ function runHttpSuite(
   const report = join(reportDir, "report.json");
   // The project's own vitest, else the toolkit's.
   const vitest =
-    [process.cwd(), dirname(import.meta.dirname)]
+    [process.cwd(), join(import.meta.dirname, "..", "..")]
       .map((root) => join(root, "node_modules", ".bin", "vitest"))
       .find((path) => existsSync(path)) ?? "vitest";
   let child: ChildProcess | undefined;

@@ -4,30 +4,30 @@
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import pg from "pg";
-import { type Cluster, startCluster } from "./cluster.js";
-import { withClient } from "./db.js";
-import { type ConnectBackend, startConnectBackend } from "./gateway/pgweb.js";
-import { randomPassword, scramVerifier } from "./gateway/scram.js";
-import { type AccessTokenOptions, type Gateway, startGateway } from "./gateway/server.js";
-import { upstreamAddress } from "./gateway/upstream.js";
-import { loadSql, type SqlSource } from "./loader.js";
-import type { CompiledDocument } from "./md2sql.js";
-import { freePort } from "./net.js";
-import { pgTapInstallHint } from "./pgbin.js";
-import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "./pgtap.js";
-import {
-  type IdentityMode,
-  identitySettings,
-  type PostgrestProcess,
-  startPostgrest,
-} from "./postgrest.js";
+import { loadSql, type SqlSource } from "../document/loader.js";
+import type { CompiledDocument } from "../document/md2sql.js";
+import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "../document/pgtap.js";
 import {
   compileProject,
   describeDocuments,
   type ProjectDocument,
   projectDocuments,
   readProjectConfig,
-} from "./project.js";
+} from "../document/project.js";
+import { type ConnectBackend, startConnectBackend } from "../gateway/pgweb.js";
+import { randomPassword, scramVerifier } from "../gateway/scram.js";
+import { type AccessTokenOptions, type Gateway, startGateway } from "../gateway/server.js";
+import { upstreamAddress } from "../gateway/upstream.js";
+import { freePort } from "../net.js";
+import { type Cluster, startCluster } from "../postgres/cluster.js";
+import { withClient } from "../postgres/db.js";
+import { pgTapInstallHint } from "../postgres/pgbin.js";
+import {
+  type IdentityMode,
+  identitySettings,
+  type PostgrestProcess,
+  startPostgrest,
+} from "./postgrest.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 import { providerKeys, type SsoOptions, ssoPostgrestEnv, ssoSessionSettings } from "./sso.js";
 
@@ -263,9 +263,9 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   let cluster: Cluster;
   try {
     cluster = options.existingServer
-      ? await (await import("./existing.js")).useExistingServer(options.existingServer)
+      ? await (await import("../postgres/existing.js")).useExistingServer(options.existingServer)
       : options.postgres === "docker"
-        ? await (await import("./container.js")).startContainerCluster({ log })
+        ? await (await import("../postgres/container.js")).startContainerCluster({ log })
         : await startCluster({
             log,
             ...(options.pgBin ? { pgBin: options.pgBin } : {}),

@@ -8,8 +8,8 @@
 import { readFile } from "node:fs/promises";
 import http from "node:http";
 import { extname, join } from "node:path";
-import { registerCleanup } from "./cleanup.js";
-import { assertPortFree, listen } from "./net.js";
+import { registerCleanup } from "../cleanup.js";
+import { assertPortFree, listen } from "../net.js";
 
 export interface FrontProxy {
   readonly url: string;

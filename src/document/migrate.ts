@@ -23,7 +23,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
 import { migrate as runMigrations } from "postgres-migrations";
-import { withConnectionHint } from "./connection-hints.js";
+import { withConnectionHint } from "../postgres/connection-hints.js";
 import {
   locateError,
   type PgErrorFields,

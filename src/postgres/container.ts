@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type pg from "pg";
-import { registerCleanup } from "./cleanup.js";
+import { registerCleanup } from "../cleanup.js";
 import { type Cluster, THROWAWAY_SERVER_SETTINGS } from "./cluster.js";
 
 export const DEFAULT_IMAGE = "postgres:15";

@@ -7,8 +7,8 @@ import { randomBytes } from "node:crypto";
 import { existsSync, openSync, readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { registerCleanup } from "./cleanup.js";
-import { assertPortFree, freePort, PortInUseError } from "./net.js";
+import { registerCleanup } from "../cleanup.js";
+import { assertPortFree, freePort, PortInUseError } from "../net.js";
 import { NO_ROLE_CLAIM, NOBODY_CAN_SIGN } from "./sso.js";
 
 /**

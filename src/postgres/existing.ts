@@ -20,10 +20,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type pg from "pg";
-import { registerCleanup } from "./cleanup.js";
+import { registerCleanup } from "../cleanup.js";
+import { scramVerifier } from "../gateway/scram.js";
 import type { Cluster } from "./cluster.js";
 import { withClient } from "./db.js";
-import { scramVerifier } from "./gateway/scram.js";
 
 function query<T extends pg.QueryResultRow>(
   config: pg.ClientConfig,

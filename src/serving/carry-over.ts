@@ -14,7 +14,7 @@
 // unique constraint) keeps its fixtures; the summary says so.
 
 import pg from "pg";
-import type { Cluster } from "./cluster.js";
+import type { Cluster } from "../postgres/cluster.js";
 
 export interface CarryOverSummary {
   /** Tables whose rows came from the previous version, with row counts. */
