@@ -162,7 +162,7 @@ suite("20.2 and 21: logins depend on no lock a door user can take", () => {
     try {
       await holder.query("select pg_advisory_lock(1936942960, n) from generate_series(1, 64) n");
       await holder.query("select pg_advisory_lock(n) from generate_series(1, 64) n");
-      for (const table of ["password_slots", "password_places", "password_checks"]) {
+      for (const table of ["password_slots", "password_places", "email_turns"]) {
         await expect(
           holder.query(`select from auth.${table} for update`),
           table,

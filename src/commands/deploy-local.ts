@@ -151,82 +151,78 @@ export function deployLocalCommand(): Command {
       "-w, --watch",
       "reload on every save: fresh database, pgTAP suite, new PostgREST; a version that fails to load never replaces the one serving",
     )
-    .action((flags: DeployLocalFlags) =>
-      runAction(async () => {
-        const problems: string[] = [];
-        const port = parsePort(flags.port, "--port (or PORT)", problems);
-        const pgPort = parsePort(flags.pgPort, "--pg-port", problems);
-        const gatewayPort = parsePort(flags.gatewayPort, "--gateway-port", problems);
-        const pgwebBackendPort = parsePort(
-          flags.pgwebBackendPort,
-          "--pgweb-backend-port",
-          problems,
-        );
-        const sso = ssoOptions(flags, problems);
-        if (flags.runTests !== undefined && !flags.watch) {
-          problems.push("--run-tests needs --watch");
-        }
-        assertNoProblems(problems);
-        const options: LocalDeploymentOptions = {
-          ...(flags.file ? { file: flags.file } : {}),
-          ...(flags.migrationsDir ? { migrationsDir: flags.migrationsDir } : {}),
-          tests: flags.tests,
-          fixtures: flags.fixtures,
-          log: progress,
-          ...(port ? { port } : {}),
-          ...(pgPort ? { pgPort } : {}),
-          ...(flags.pgBin ? { pgBin: flags.pgBin } : {}),
-          postgres: flags.postgres,
-          identity: flags.identity,
-          ...(sso ? { sso } : {}),
-          gateway: flags.gateway,
-          ...(gatewayPort ? { gatewayPort } : {}),
-          ...(pgwebBackendPort ? { pgwebBackendPort } : {}),
-        };
-        // Ctrl-C is how this command is meant to end: a clean stop is a success.
-        setSignalExitCode(() => 0);
-        const started = performance.now();
-        if (flags.watch) {
-          if (pgPort) throw new UsageError("--pg-port cannot be combined with --watch");
-          if (options.sso)
-            throw new UsageError("--oidc-issuer cannot be combined with --watch yet");
-          if (flags.postgres === "docker") {
-            throw new UsageError("--postgres docker cannot be combined with --watch yet");
-          }
-          const runTests =
-            flags.runTests === undefined
-              ? undefined
-              : flags.runTests === true
-                ? []
-                : flags.runTests.split(/\s+/).filter(Boolean);
-          const session = await watchDocument({ ...options, ...(runTests ? { runTests } : {}) });
-          const seconds = ((performance.now() - started) / 1000).toFixed(2);
-          const lines = [
-            `ready: ${session.url} serves ${describeDocuments(projectDocuments(options))}, watching for changes (${seconds} s)`,
-            ...(session.demoUrl ? [`demo:  ${session.demoUrl}`] : []),
-            `${databaseLine(session.cluster.psqlCommand(session.currentDatabase()))}   (each reload names its new database)`,
-            `logs:  ${session.cluster.dir}`,
-            "Press Ctrl-C to stop and remove everything.",
-          ];
-          process.stdout.write(`${lines.join("\n")}\n`);
-          return;
-        }
-        const deployment = await deployLocal(options);
-        const seconds = ((performance.now() - started) / 1000).toFixed(2);
-        const { cluster, postgrest, doors } = deployment;
-        const lines = [
-          `ready: ${deployment.url} serves ${describeDocuments(deployment.documents)} (${seconds} s)`,
-          ...(deployment.demoUrl ? [`demo:  ${deployment.demoUrl}`] : []),
-          ...(await usersLine(deployment)),
-          databaseLine(cluster.psqlCommand(deployment.database)),
-          ...(doors ? await doorLines(deployment) : []),
-          `logs:  ${cluster.logFile} ${postgrest.logFile}`,
-          "Press Ctrl-C to stop and remove everything.",
-        ];
-        process.stdout.write(`${lines.join("\n")}\n`);
-        process.once("exit", () => {
-          process.stderr.write(`stopped; removed ${cluster.dir}\n`);
-        });
-      }),
-    );
+    .action((flags: DeployLocalFlags) => runAction(() => runDeployLocal(flags)));
+}
+
+/** The deploy-local command's work: options checked, then a deployment or a watch session, and its ready lines. */
+async function runDeployLocal(flags: DeployLocalFlags): Promise<void> {
+  const problems: string[] = [];
+  const port = parsePort(flags.port, "--port (or PORT)", problems);
+  const pgPort = parsePort(flags.pgPort, "--pg-port", problems);
+  const gatewayPort = parsePort(flags.gatewayPort, "--gateway-port", problems);
+  const pgwebBackendPort = parsePort(flags.pgwebBackendPort, "--pgweb-backend-port", problems);
+  const sso = ssoOptions(flags, problems);
+  if (flags.runTests !== undefined && !flags.watch) {
+    problems.push("--run-tests needs --watch");
+  }
+  assertNoProblems(problems);
+  const options: LocalDeploymentOptions = {
+    ...(flags.file ? { file: flags.file } : {}),
+    ...(flags.migrationsDir ? { migrationsDir: flags.migrationsDir } : {}),
+    tests: flags.tests,
+    fixtures: flags.fixtures,
+    log: progress,
+    ...(port ? { port } : {}),
+    ...(pgPort ? { pgPort } : {}),
+    ...(flags.pgBin ? { pgBin: flags.pgBin } : {}),
+    postgres: flags.postgres,
+    identity: flags.identity,
+    ...(sso ? { sso } : {}),
+    gateway: flags.gateway,
+    ...(gatewayPort ? { gatewayPort } : {}),
+    ...(pgwebBackendPort ? { pgwebBackendPort } : {}),
+  };
+  // Ctrl-C is how this command is meant to end: a clean stop is a success.
+  setSignalExitCode(() => 0);
+  const started = performance.now();
+  if (flags.watch) {
+    if (pgPort) throw new UsageError("--pg-port cannot be combined with --watch");
+    if (options.sso) throw new UsageError("--oidc-issuer cannot be combined with --watch yet");
+    if (flags.postgres === "docker") {
+      throw new UsageError("--postgres docker cannot be combined with --watch yet");
+    }
+    const runTests =
+      flags.runTests === undefined
+        ? undefined
+        : flags.runTests === true
+          ? []
+          : flags.runTests.split(/\s+/).filter(Boolean);
+    const session = await watchDocument({ ...options, ...(runTests ? { runTests } : {}) });
+    const seconds = ((performance.now() - started) / 1000).toFixed(2);
+    const lines = [
+      `ready: ${session.url} serves ${describeDocuments(projectDocuments(options))}, watching for changes (${seconds} s)`,
+      ...(session.demoUrl ? [`demo:  ${session.demoUrl}`] : []),
+      `${databaseLine(session.cluster.psqlCommand(session.currentDatabase()))}   (each reload names its new database)`,
+      `logs:  ${session.cluster.dir}`,
+      "Press Ctrl-C to stop and remove everything.",
+    ];
+    process.stdout.write(`${lines.join("\n")}\n`);
+    return;
+  }
+  const deployment = await deployLocal(options);
+  const seconds = ((performance.now() - started) / 1000).toFixed(2);
+  const { cluster, postgrest, doors } = deployment;
+  const lines = [
+    `ready: ${deployment.url} serves ${describeDocuments(deployment.documents)} (${seconds} s)`,
+    ...(deployment.demoUrl ? [`demo:  ${deployment.demoUrl}`] : []),
+    ...(await usersLine(deployment)),
+    databaseLine(cluster.psqlCommand(deployment.database)),
+    ...(doors ? await doorLines(deployment) : []),
+    `logs:  ${cluster.logFile} ${postgrest.logFile}`,
+    "Press Ctrl-C to stop and remove everything.",
+  ];
+  process.stdout.write(`${lines.join("\n")}\n`);
+  process.once("exit", () => {
+    process.stderr.write(`stopped; removed ${cluster.dir}\n`);
+  });
 }

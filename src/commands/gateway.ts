@@ -252,75 +252,71 @@ export function gatewayCommand(): Command {
       "longest wait for the client inside a transaction; past it the backend is ended",
       seconds(DEFAULT_LIMITS.maxIdleInTransactionMs),
     )
-    .action((flags: GatewayFlags) =>
-      runAction(async () => {
-        const problems: string[] = [];
-        if (!flags.databaseUrl)
-          problems.push("--database-url (or GATEWAY_DATABASE_URL) is required");
-        const listen = parseAddress(flags.listen, "--listen", problems);
-        const pgwebListen = parseAddress(flags.pgwebListen, "--pgweb-listen", problems);
-        const publicAddress = flags.publicAddress
-          ? parseAddress(flags.publicAddress, "--public-address", problems)
-          : undefined;
-        const upstream = flags.databaseUrl
-          ? upstreamFromUrl(flags.databaseUrl, problems)
-          : undefined;
-        if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
-          problems.push("--tls-cert and --tls-key go together");
+    .action((flags: GatewayFlags) => runAction(() => runGateway(flags)));
+}
+
+/** The gateway command's work: options checked, the database checked, the doors opened. */
+async function runGateway(flags: GatewayFlags): Promise<void> {
+  const problems: string[] = [];
+  if (!flags.databaseUrl) problems.push("--database-url (or GATEWAY_DATABASE_URL) is required");
+  const listen = parseAddress(flags.listen, "--listen", problems);
+  const pgwebListen = parseAddress(flags.pgwebListen, "--pgweb-listen", problems);
+  const publicAddress = flags.publicAddress
+    ? parseAddress(flags.publicAddress, "--public-address", problems)
+    : undefined;
+  const upstream = flags.databaseUrl ? upstreamFromUrl(flags.databaseUrl, problems) : undefined;
+  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) {
+    problems.push("--tls-cert and --tls-key go together");
+  }
+  if (flags.pgwebToken !== undefined && flags.pgwebToken.length < 16) {
+    problems.push("--pgweb-token must be at least 16 characters");
+  }
+  const sso = ssoOptions(flags, problems);
+  const limits = gatewayLimits(flags, problems);
+  assertNoProblems(problems);
+  const tls =
+    flags.tlsCert && flags.tlsKey
+      ? { cert: readFileSync(flags.tlsCert), key: readFileSync(flags.tlsKey) }
+      : undefined;
+  await checkDatabase(flags.databaseUrl as string);
+  const gateway = await startGateway({
+    control: { connectionString: flags.databaseUrl as string },
+    upstream: upstream as UpstreamAddress,
+    host: listen?.host as string,
+    port: listen?.port as number,
+    ...(tls ? { tls } : {}),
+    limits,
+    ...(sso
+      ? {
+          accessTokens: {
+            issuer: sso.issuer,
+            audience: sso.audience,
+            jwks: await providerKeys(sso),
+          },
         }
-        if (flags.pgwebToken !== undefined && flags.pgwebToken.length < 16) {
-          problems.push("--pgweb-token must be at least 16 characters");
-        }
-        const sso = ssoOptions(flags, problems);
-        const limits = gatewayLimits(flags, problems);
-        assertNoProblems(problems);
-        const tls =
-          flags.tlsCert && flags.tlsKey
-            ? { cert: readFileSync(flags.tlsCert), key: readFileSync(flags.tlsKey) }
-            : undefined;
-        await checkDatabase(flags.databaseUrl as string);
-        const gateway = await startGateway({
-          control: { connectionString: flags.databaseUrl as string },
-          upstream: upstream as UpstreamAddress,
-          host: listen?.host as string,
-          port: listen?.port as number,
-          ...(tls ? { tls } : {}),
-          limits,
-          ...(sso
-            ? {
-                accessTokens: {
-                  issuer: sso.issuer,
-                  audience: sso.audience,
-                  jwks: await providerKeys(sso),
-                },
-              }
-            : {}),
-          log,
-        });
-        registerCleanup({ name: "the gateway", stop: () => gateway.close(), lastResort: () => {} });
-        setSignalExitCode(() => 0);
-        log(
-          `gateway: listening on ${gateway.host}:${gateway.port} for the database "${gateway.database}"` +
-            `${tls ? " (TLS offered)" : ""}${sso ? `, access tokens from ${sso.issuer}` : ""}`,
-        );
-        if (flags.pgwebToken) {
-          const backend = await startConnectBackend({
-            gateway,
-            token: flags.pgwebToken,
-            host: pgwebListen?.host as string,
-            port: pgwebListen?.port as number,
-            ...(publicAddress
-              ? { publicHost: publicAddress.host, publicPort: publicAddress.port }
-              : {}),
-            log,
-          });
-          registerCleanup({
-            name: "pgweb's connect backend",
-            stop: () => backend.close(),
-            lastResort: () => {},
-          });
-          log(`pgweb connect backend: ${backend.url}`);
-        }
-      }),
-    );
+      : {}),
+    log,
+  });
+  registerCleanup({ name: "the gateway", stop: () => gateway.close(), lastResort: () => {} });
+  setSignalExitCode(() => 0);
+  log(
+    `gateway: listening on ${gateway.host}:${gateway.port} for the database "${gateway.database}"` +
+      `${tls ? " (TLS offered)" : ""}${sso ? `, access tokens from ${sso.issuer}` : ""}`,
+  );
+  if (flags.pgwebToken) {
+    const backend = await startConnectBackend({
+      gateway,
+      token: flags.pgwebToken,
+      host: pgwebListen?.host as string,
+      port: pgwebListen?.port as number,
+      ...(publicAddress ? { publicHost: publicAddress.host, publicPort: publicAddress.port } : {}),
+      log,
+    });
+    registerCleanup({
+      name: "pgweb's connect backend",
+      stop: () => backend.close(),
+      lastResort: () => {},
+    });
+    log(`pgweb connect backend: ${backend.url}`);
+  }
 }

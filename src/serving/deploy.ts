@@ -233,6 +233,91 @@ export async function runDatabaseTests(
   );
 }
 
+/** The PostgreSQL a deployment runs on: a throwaway cluster, an existing server or a container. */
+async function startPostgres(
+  options: LocalDeploymentOptions,
+  log: (line: string) => void,
+): Promise<Cluster> {
+  if (options.existingServer) {
+    return (await import("../postgres/existing.js")).useExistingServer(options.existingServer);
+  }
+  if (options.postgres === "docker") {
+    return (await import("../postgres/container.js")).startContainerCluster({ log });
+  }
+  return startCluster({
+    log,
+    ...(options.pgBin ? { pgBin: options.pgBin } : {}),
+    ...(options.pgPort ? { tcpPort: options.pgPort } : {}),
+  });
+}
+
+/**
+ * The application's database, made and loaded: the documents with their
+ * test blocks when pgTAP is there to run them (else without, saying why),
+ * then the local session settings. Returns what was loaded.
+ */
+async function createAndLoad(
+  cluster: Cluster,
+  database: string,
+  documents: ProjectDocument[],
+  compiled: CompiledDocument[],
+  options: { wantTests: boolean; includeFixtures: boolean; existingServer: boolean },
+  sessionSettings: Record<string, string>,
+  log: (line: string) => void,
+): Promise<{ docs: CompiledDocument[]; testsSkippedBecause: string | undefined }> {
+  cluster.noteDatabase?.(database);
+  await createDatabase(cluster, database);
+  if (options.existingServer) {
+    // As a throwaway cluster's template has it (see closePublicSchema):
+    // PostgreSQL 13 and 14 let every role create objects in public.
+    await withClient(cluster.connectionConfig(database), (admin) =>
+      admin.query("revoke create on schema public from public"),
+    );
+  }
+  let docs = compiled;
+  let testsSkippedBecause: string | undefined;
+  if (options.wantTests && !(await withClient(cluster.connectionConfig(database), hasPgTap))) {
+    testsSkippedBecause =
+      `pgTAP is not installed for PostgreSQL ${cluster.bin.major}, so the test blocks were not loaded ` +
+      `(install it with: ${pgTapInstallHint(cluster.bin)})`;
+    log(testsSkippedBecause);
+    docs = await compileProject(documents, {
+      includeFixtures: options.includeFixtures,
+      includeTests: false,
+    });
+  }
+  const loadStarted = performance.now();
+  await loadDocuments(cluster, database, docs);
+  await applySessionSettings(cluster, database, sessionSettings);
+  await cluster.prepareAuthenticator?.(database);
+  log(`loaded ${describeDocuments(documents)} in ${elapsed(loadStarted)}`);
+  return { docs, testsSkippedBecause };
+}
+
+/**
+ * The pgTAP suite, run while PostgREST starts and after it serves ("ready"
+ * does not wait for it), reported through the promise.
+ */
+function startDatabaseTests(
+  cluster: Cluster,
+  database: string,
+  docs: CompiledDocument[],
+  log: (line: string) => void,
+): Promise<PgTapRun | undefined> {
+  if (!docs.some((doc) => doc.blocks.some((block) => block.tag === "tests"))) {
+    return Promise.resolve(undefined);
+  }
+  const started = performance.now();
+  const pgtap = runDatabaseTests(cluster, database, docs).then((run) => {
+    log(`pgTAP: ${run.passed} passed, ${run.failed} failed (${elapsed(started)})`);
+    if (!run.ok) for (const line of describeFailures(run)) log(line);
+    return run;
+  });
+  // Reported through the promise; never an unhandled rejection meanwhile.
+  pgtap.catch(() => {});
+  return pgtap;
+}
+
 export async function deployLocal(options: LocalDeploymentOptions = {}): Promise<LocalDeployment> {
   const log = options.log ?? (() => {});
   const documents = projectDocuments({
@@ -242,12 +327,11 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   });
   const database = options.database ?? DEFAULT_DATABASE;
   const wantTests = options.tests ?? true;
+  const includeFixtures = options.fixtures ?? true;
   const started = performance.now();
 
   // Compile first: a broken document fails before anything is started.
-  const compileOptions = { includeFixtures: options.fixtures ?? true };
-  const withTests = await compileProject(documents, { ...compileOptions, includeTests: wantTests });
-
+  const compiled = await compileProject(documents, { includeFixtures, includeTests: wantTests });
   // The provider's keys before anything starts: an unreachable issuer is an
   // error of its own, not a half-started deployment.
   const ssoEnv = options.sso
@@ -262,60 +346,25 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   const proxy = await startFrontProxy(options.port ?? 3000, undefined, frontend);
   let cluster: Cluster;
   try {
-    cluster = options.existingServer
-      ? await (await import("../postgres/existing.js")).useExistingServer(options.existingServer)
-      : options.postgres === "docker"
-        ? await (await import("../postgres/container.js")).startContainerCluster({ log })
-        : await startCluster({
-            log,
-            ...(options.pgBin ? { pgBin: options.pgBin } : {}),
-            ...(options.pgPort ? { tcpPort: options.pgPort } : {}),
-          });
+    cluster = await startPostgres(options, log);
   } catch (error) {
     await proxy.close();
     throw error;
   }
   try {
-    cluster.noteDatabase?.(database);
-    await createDatabase(cluster, database);
-    if (options.existingServer) {
-      // As a throwaway cluster's template has it (see closePublicSchema):
-      // PostgreSQL 13 and 14 let every role create objects in public.
-      await withClient(cluster.connectionConfig(database), (admin) =>
-        admin.query("revoke create on schema public from public"),
-      );
-    }
-    let docs = withTests;
-    let testsSkippedBecause: string | undefined;
-    if (wantTests) {
-      const available = await withClient(cluster.connectionConfig(database), hasPgTap);
-      if (!available) {
-        testsSkippedBecause =
-          `pgTAP is not installed for PostgreSQL ${cluster.bin.major}, so the test blocks were not loaded ` +
-          `(install it with: ${pgTapInstallHint(cluster.bin)})`;
-        log(testsSkippedBecause);
-        docs = await compileProject(documents, { ...compileOptions, includeTests: false });
-      }
-    }
-    const loadStarted = performance.now();
-    const hasTests =
-      wantTests &&
-      !testsSkippedBecause &&
-      docs.some((doc) => doc.blocks.some((block) => block.tag === "tests"));
-    await loadDocuments(cluster, database, docs);
-    await applySessionSettings(cluster, database, sessionSettings);
-    await cluster.prepareAuthenticator?.(database);
-    log(`loaded ${describeDocuments(documents)} in ${elapsed(loadStarted)}`);
-    const testsStarted = performance.now();
-    const pgtap: Promise<PgTapRun | undefined> = hasTests
-      ? runDatabaseTests(cluster, database, docs).then((run) => {
-          log(`pgTAP: ${run.passed} passed, ${run.failed} failed (${elapsed(testsStarted)})`);
-          if (!run.ok) for (const line of describeFailures(run)) log(line);
-          return run;
-        })
-      : Promise.resolve(undefined);
-    // Reported through the promise; never an unhandled rejection meanwhile.
-    pgtap.catch(() => {});
+    const { docs, testsSkippedBecause } = await createAndLoad(
+      cluster,
+      database,
+      documents,
+      compiled,
+      { wantTests, includeFixtures, existingServer: options.existingServer !== undefined },
+      sessionSettings,
+      log,
+    );
+    const pgtap =
+      wantTests && !testsSkippedBecause
+        ? startDatabaseTests(cluster, database, docs, log)
+        : Promise.resolve(undefined);
     const postgrestStarted = performance.now();
     const postgrest = await startPostgrest({
       dbUri: cluster.uri("authenticator", database),
