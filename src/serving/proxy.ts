@@ -184,6 +184,62 @@ function answerUnavailable(
   });
 }
 
+/**
+ * Requests in flight per PostgREST port, so that a replaced PostgREST is
+ * stopped only once it has answered everything it was given.
+ */
+class InFlight {
+  private readonly counts = new Map<number, number>();
+  private readonly drainWaiters = new Map<number, Array<() => void>>();
+
+  /** Counts a request to `port`; the returned function uncounts it, once. */
+  start(port: number): () => void {
+    this.counts.set(port, (this.counts.get(port) ?? 0) + 1);
+    let settled = false;
+    return () => {
+      if (settled) return;
+      settled = true;
+      const count = (this.counts.get(port) ?? 1) - 1;
+      if (count > 0) {
+        this.counts.set(port, count);
+        return;
+      }
+      this.counts.delete(port);
+      for (const wake of this.drainWaiters.get(port)?.splice(0) ?? []) wake();
+    };
+  }
+
+  drained(port: number, timeoutMs: number): Promise<boolean> {
+    if (!this.counts.has(port)) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      const waiters = this.drainWaiters.get(port) ?? [];
+      waiters.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+      this.drainWaiters.set(port, waiters);
+    });
+  }
+}
+
+/** The headers a request carries upstream: end-to-end ones, one session cookie at most, who the client is. */
+function upstreamHeaders(req: http.IncomingMessage, body: Buffer): http.OutgoingHttpHeaders {
+  const headers = endToEndHeaders(req.headers);
+  if (typeof headers.cookie === "string") {
+    headers.cookie = withoutAmbiguousSessionCookies(headers.cookie);
+  }
+  // The client's address, appended as nginx's $proxy_add_x_forwarded_for
+  // does: the password line gives each address its share (sessions.sql.md).
+  const forwardedFor = req.headers["x-forwarded-for"];
+  const remote = req.socket.remoteAddress?.replace(/^::ffff:/, "") ?? "";
+  headers["x-forwarded-for"] = forwardedFor ? `${forwardedFor}, ${remote}` : remote;
+  if (body.length > 0 || req.headers["content-length"] !== undefined) {
+    headers["content-length"] = body.length;
+  }
+  return headers;
+}
+
 /** Starts the proxy; until a target is set, API requests get 503. */
 export async function startFrontProxy(
   port: number,
@@ -194,19 +250,7 @@ export async function startFrontProxy(
   await assertPortFree(port);
   let target = targetPort;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
-  // Requests in flight per PostgREST port, so that a replaced PostgREST is
-  // stopped only once it has answered everything it was given.
-  const inFlight = new Map<number, number>();
-  const drainWaiters = new Map<number, Array<() => void>>();
-  const track = (upstreamPort: number, delta: number) => {
-    const count = (inFlight.get(upstreamPort) ?? 0) + delta;
-    if (count > 0) {
-      inFlight.set(upstreamPort, count);
-      return;
-    }
-    inFlight.delete(upstreamPort);
-    for (const wake of drainWaiters.get(upstreamPort)?.splice(0) ?? []) wake();
-  };
+  const inFlight = new InFlight();
 
   /**
    * Sends one request upstream. A failure before any answer is retried once
@@ -222,26 +266,7 @@ export async function startFrontProxy(
     attempt: number,
   ): void => {
     const upstreamPort = target as number;
-    track(upstreamPort, 1);
-    let settled = false;
-    const settle = () => {
-      if (!settled) {
-        settled = true;
-        track(upstreamPort, -1);
-      }
-    };
-    const headers = endToEndHeaders(req.headers);
-    if (typeof headers.cookie === "string") {
-      headers.cookie = withoutAmbiguousSessionCookies(headers.cookie);
-    }
-    // The client's address, appended as nginx's $proxy_add_x_forwarded_for
-    // does: the password line gives each address its share (sessions.sql.md).
-    const forwardedFor = req.headers["x-forwarded-for"];
-    const remote = req.socket.remoteAddress?.replace(/^::ffff:/, "") ?? "";
-    headers["x-forwarded-for"] = forwardedFor ? `${forwardedFor}, ${remote}` : remote;
-    if (body.length > 0 || req.headers["content-length"] !== undefined) {
-      headers["content-length"] = body.length;
-    }
+    const settle = inFlight.start(upstreamPort);
     const upstream = http.request(
       {
         host: "127.0.0.1",
@@ -249,7 +274,7 @@ export async function startFrontProxy(
         method: req.method,
         path: req.url,
         // Host and Origin pass through untouched: the CSRF check compares them.
-        headers,
+        headers: upstreamHeaders(req, body),
         agent,
       },
       (answer) => {
@@ -325,18 +350,7 @@ export async function startFrontProxy(
     setTarget: (next) => {
       target = next;
     },
-    drained: (upstreamPort, timeoutMs = 10_000) => {
-      if (!inFlight.has(upstreamPort)) return Promise.resolve(true);
-      return new Promise<boolean>((resolve) => {
-        const timer = setTimeout(() => resolve(false), timeoutMs);
-        const waiters = drainWaiters.get(upstreamPort) ?? [];
-        waiters.push(() => {
-          clearTimeout(timer);
-          resolve(true);
-        });
-        drainWaiters.set(upstreamPort, waiters);
-      });
-    },
+    drained: (upstreamPort, timeoutMs = 10_000) => inFlight.drained(upstreamPort, timeoutMs),
     close,
   };
 }
