@@ -133,15 +133,7 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
       cwd: project,
       encoding: "utf8",
       stdio: ["ignore", "pipe", "pipe"],
-      // The project's own run, not this suite's: no inherited test settings.
-      env: {
-        ...Object.fromEntries(
-          Object.entries(process.env).filter(
-            ([key]) => !/^(VITEST|TEST_|NODE_OPTIONS|FORCE_COLOR)/.test(key),
-          ),
-        ),
-        NO_COLOR: "1",
-      },
+      env: projectEnvironment(),
     });
     expect(output).toMatch(/Test Files +2 passed \(2\)/);
     expect(output).toMatch(/Tests +\d+ passed/);
@@ -153,6 +145,35 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     });
     expect(["exit 0", "SIGINT"], started.output).toContain(started.ended);
     expect(started.output).toContain("stopped; removed");
+  }, 240_000);
+
+  it("scaffolds a project with the database doors (init --doors) that is green at once", () => {
+    const project = join(work, "notes-with-doors");
+    execFileSync(
+      join(scratch, "node_modules", ".bin", "postgrest-sessions"),
+      ["init", project, "--doors"],
+      { stdio: "pipe" },
+    );
+    const manifest = JSON.parse(readFileSync(join(project, "package.json"), "utf8"));
+    expect(manifest["postgrest-sessions"].documents).toEqual([
+      "sessions.sql.md",
+      "doors.sql.md",
+      "app.sql.md",
+    ]);
+    expect(readFileSync(join(project, "app.sql.md"), "utf8")).toContain("auth.grant_door");
+    execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], {
+      cwd: project,
+      stdio: "pipe",
+    });
+    const output = execFileSync("npm", ["test", "--", "--reporter=verbose"], {
+      cwd: project,
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "pipe"],
+      env: projectEnvironment(),
+    });
+    expect(output).toMatch(/Test Files +2 passed \(2\)/);
+    // The doors' own pgTAP tests ran in the project's suite.
+    expect(output).toContain("tests.test_door_access");
   }, 240_000);
 
   it("refuses to init into a directory that is not empty", () => {
@@ -175,3 +196,15 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     expect(out).toContain("deploy-local");
   });
 });
+
+/** The project's own run, not this suite's: no inherited test settings. */
+function projectEnvironment(): NodeJS.ProcessEnv {
+  return {
+    ...Object.fromEntries(
+      Object.entries(process.env).filter(
+        ([key]) => !/^(VITEST|TEST_|NODE_OPTIONS|FORCE_COLOR)/.test(key),
+      ),
+    ),
+    NO_COLOR: "1",
+  };
+}

@@ -20,6 +20,8 @@ const TOOLKIT = join(import.meta.dirname, "..", "..");
 export interface InitOptions {
   /** Write package-lock.json (npm install --package-lock-only; needs the npm registry). Default true. */
   lockfile?: boolean;
+  /** Add the database doors (doors.sql.md): psql and pgweb as the app's users. Default false. */
+  doors?: boolean;
   log?: (line: string) => void;
 }
 
@@ -30,6 +32,16 @@ function packageName(dir: string): string {
     .replace(/^[._-]+/, "");
   return name || "postgrest-app";
 }
+
+/** What app.sql.md gets when the project has the doors: the demo user may use them. */
+const DOORS_FIXTURE = `The database doors ([\`doors.sql.md\`](doors.sql.md)) let psql and pgweb in
+as the app's users, each only with a door an administrator grants: the
+demo user gets one, so that the \`psql\` line \`npm start\` prints works.
+
+\`\`\`sql fixtures
+select auth.grant_door(user_id) from auth.users where email = 'demo@example.com';
+\`\`\`
+`;
 
 /** Creates the project in `dir` (made if missing; it must be empty). */
 export async function initProject(dir: string, options: InitOptions = {}): Promise<void> {
@@ -71,6 +83,7 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
   log(`packed the toolkit into vendor/${packed}`);
 
   const name = packageName(dir);
+  const documents = ["sessions.sql.md", ...(options.doors ? ["doors.sql.md"] : []), "app.sql.md"];
   const vitest = toolkitPackage.devDependencies?.vitest ?? "3.2.7";
   const manifest = {
     name,
@@ -83,7 +96,7 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
       test: "vitest run",
     },
     "postgrest-sessions": {
-      documents: ["sessions.sql.md", "app.sql.md"],
+      documents: documents,
       migrations: "migrations",
     },
     dependencies: { "postgrest-sessions": `file:vendor/${packed}` },
@@ -91,6 +104,9 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
   };
   writeFileSync(join(target, "package.json"), `${JSON.stringify(manifest, null, 2)}\n`);
   writeFileSync(join(target, "sessions.sql.md"), readFileSync(join(TOOLKIT, "sessions.sql.md")));
+  if (options.doors) {
+    writeFileSync(join(target, "doors.sql.md"), readFileSync(join(TOOLKIT, "doors.sql.md")));
+  }
   for (const file of [
     "app.sql.md",
     "vitest.config.ts",
@@ -99,6 +115,12 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
   ]) {
     writeFileSync(join(target, file), readFileSync(join(templates, file)));
   }
+  if (options.doors) {
+    writeFileSync(
+      join(target, "app.sql.md"),
+      `${readFileSync(join(templates, "app.sql.md"), "utf8").trimEnd()}\n\n${DOORS_FIXTURE}`,
+    );
+  }
   writeFileSync(join(target, ".gitignore"), readFileSync(join(templates, "gitignore")));
   writeFileSync(
     join(target, "README.md"),
@@ -106,7 +128,8 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
   );
   writeFileSync(
     join(target, "migrations", "README.md"),
-    "Migrations for this project: `NNN-name.sql.md`, from 003 (the two documents are 001 and 002).\n",
+    `Migrations for this project: \`NNN-name.sql.md\`, from ${String(documents.length + 1).padStart(3, "0")} ` +
+      `(the documents are 001 to ${String(documents.length).padStart(3, "0")}: ${documents.join(", ")}).\n`,
   );
 
   if (options.lockfile ?? true) {
@@ -131,10 +154,15 @@ export function initCommand(): Command {
     )
     .argument("[dir]", "where to create the project", ".")
     .option("--no-lockfile", "do not write package-lock.json (it needs the npm registry)")
-    .action((dir: string, flags: { lockfile: boolean }) =>
+    .option(
+      "--doors",
+      "add the database doors (doors.sql.md): psql, other clients and pgweb log in as the app's users",
+    )
+    .action((dir: string, flags: { lockfile: boolean; doors?: boolean }) =>
       runAction(async () => {
         await initProject(dir, {
           lockfile: flags.lockfile,
+          doors: flags.doors === true,
           log: (line) => process.stderr.write(`${line}\n`),
         });
         const cd = relative(process.cwd(), resolve(dir));
