@@ -477,8 +477,8 @@ describe("the search path other people's requests use cannot be planted on", () 
   });
 });
 
-describe("a project without the doors document", () => {
-  it("has no door roles, functions or settings in its database", async () => {
+describe("a project with the session module alone (no doors, no single sign-on)", () => {
+  it("has no door or single sign-on roles, tables, functions or settings in its database", async () => {
     await onOwnCluster(async (admin) => {
       expect(await loadFailure(admin)).toBeUndefined();
       const { rows } = await admin.query<{ what: string }>(`
@@ -487,10 +487,15 @@ describe("a project without the doors document", () => {
         union all
         select 'function ' || p.oid::regprocedure from pg_proc p
          where p.pronamespace in ('auth'::regnamespace, 'api'::regnamespace)
-           and (p.proname like '%door%' or p.proname like 'pgweb%')
+           and (p.proname like '%door%' or p.proname like 'pgweb%' or p.proname like '%identit%'
+                or p.proname like '%claims%' or p.proname = 'login_with_token')
+        union all
+        select 'relation ' || oid::regclass from pg_class
+         where relnamespace in ('auth'::regnamespace, 'api'::regnamespace)
+           and (relname like '%door%' or relname like '%identit%')
         union all
         select 'column ' || attname from pg_attribute
-         where attrelid = 'auth.settings'::regclass and attname like 'door%'`);
+         where attrelid = 'auth.settings'::regclass and (attname like 'door%' or attname like 'oidc%')`);
       expect(rows.map((r) => r.what)).toEqual([]);
     });
   });

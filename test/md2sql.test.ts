@@ -397,6 +397,7 @@ describe("the md2sql command", () => {
       .filter((l) => l.startsWith("-- postgrest-sessions: "));
     expect(headers).toEqual([
       "-- postgrest-sessions: sessions.sql.md",
+      "-- postgrest-sessions: sso.sql.md",
       "-- postgrest-sessions: doors.sql.md",
       "-- postgrest-sessions: app.sql.md",
     ]);

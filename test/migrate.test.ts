@@ -301,16 +301,22 @@ describe("the worked example in migrations/README.md", () => {
     "..",
     "migrations",
     "examples",
-    "004-todo-due-date.sql.md",
+    "005-todo-due-date.sql.md",
   );
 
   /** A project directory like this repository's, with or without the example migration. */
   function scratchProject(dir: string, withExample: boolean): string {
-    for (const file of ["package.json", "sessions.sql.md", "doors.sql.md", "app.sql.md"]) {
+    for (const file of [
+      "package.json",
+      "sessions.sql.md",
+      "sso.sql.md",
+      "doors.sql.md",
+      "app.sql.md",
+    ]) {
       writeFileSync(join(dir, file), readFileSync(join(ROOT, file)));
     }
     if (withExample) {
-      writeFileSync(join(dir, "migrations", "004-todo-due-date.sql.md"), readFileSync(example));
+      writeFileSync(join(dir, "migrations", "005-todo-due-date.sql.md"), readFileSync(example));
     }
     return dir;
   }
@@ -326,7 +332,7 @@ describe("the worked example in migrations/README.md", () => {
     expect(upgrade.pgtap?.functions.map((f) => f.functionName)).toContain(
       "tests.test_todo_due_date",
     );
-    expect(upgrade.applied.map((m) => m.fileName)).toEqual(["4_todo-due-date.sql"]);
+    expect(upgrade.applied.map((m) => m.fileName)).toEqual(["5_todo-due-date.sql"]);
     const due = await query("select due from api.todos limit 0");
     expect(due.fields.map((f) => f.name)).toContain("due");
     const kept = await query(
@@ -341,9 +347,10 @@ describe("the worked example in migrations/README.md", () => {
     const result = await migrate({ databaseUrl: url, cwd });
     expect(result.applied.map((m) => m.fileName)).toEqual([
       "1_sessions.sql",
-      "2_doors.sql",
-      "3_app.sql",
-      "4_todo-due-date.sql",
+      "2_sso.sql",
+      "3_doors.sql",
+      "4_app.sql",
+      "5_todo-due-date.sql",
     ]);
     const due = await query("select due from api.todos limit 0");
     expect(due.fields.map((f) => f.name)).toContain("due");
@@ -407,7 +414,7 @@ describe("migrate with the real application", () => {
       expect(await me()).toBe(200);
 
       writeFileSync(
-        join(dir, "migrations", "004-todo-priority.sql.md"),
+        join(dir, "migrations", "005-todo-priority.sql.md"),
         "Todos get a priority.\n\n```sql\nalter table app.todos add column priority int not null default 0;\n```\n",
       );
       const upgrade = await migrate({
@@ -415,7 +422,7 @@ describe("migrate with the real application", () => {
         cwd: ROOT,
         migrationsDir: join(dir, "migrations"),
       });
-      expect(upgrade.applied.map((m) => m.fileName)).toEqual(["4_todo-priority.sql"]);
+      expect(upgrade.applied.map((m) => m.fileName)).toEqual(["5_todo-priority.sql"]);
       await postgrest.reloadSchema();
       expect(await me()).toBe(200);
     } finally {
@@ -450,7 +457,7 @@ describe("migrate with the real application", () => {
       migrationsDir: join(dir, "migrations"),
       withTests: true,
     });
-    expect(result.applied).toHaveLength(3);
+    expect(result.applied).toHaveLength(4);
     // pgTAP is not superuser-only, and the tests need no superuser either.
     expect(result.pgtap?.ok, JSON.stringify(result.pgtap?.functions.filter((f) => !f.ok))).toBe(
       true,

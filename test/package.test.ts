@@ -147,16 +147,17 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     expect(started.output).toContain("stopped; removed");
   }, 240_000);
 
-  it("scaffolds a project with the database doors (init --doors) that is green at once", () => {
+  it("scaffolds a project with single sign-on and the database doors (init --sso --doors) that is green at once", () => {
     const project = join(work, "notes-with-doors");
     execFileSync(
       join(scratch, "node_modules", ".bin", "postgrest-sessions"),
-      ["init", project, "--doors"],
+      ["init", project, "--sso", "--doors"],
       { stdio: "pipe" },
     );
     const manifest = JSON.parse(readFileSync(join(project, "package.json"), "utf8"));
     expect(manifest["postgrest-sessions"].documents).toEqual([
       "sessions.sql.md",
+      "sso.sql.md",
       "doors.sql.md",
       "app.sql.md",
     ]);
@@ -172,8 +173,9 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
       env: projectEnvironment(),
     });
     expect(output).toMatch(/Test Files +2 passed \(2\)/);
-    // The doors' own pgTAP tests ran in the project's suite.
+    // The added documents' own pgTAP tests ran in the project's suite.
     expect(output).toContain("tests.test_door_access");
+    expect(output).toContain("tests.test_single_sign_on");
   }, 240_000);
 
   it("refuses to init into a directory that is not empty", () => {

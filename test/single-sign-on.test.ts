@@ -45,6 +45,20 @@ afterAll(async () => {
   await idp?.close();
 });
 
+describe("a project without sso.sql.md", () => {
+  it("deploy-local with an identity provider says which document is missing, and leaves nothing", async () => {
+    await expect(
+      deployLocal({
+        file: join(import.meta.dirname, "..", "sessions.sql.md"),
+        port: await freePort(),
+        tests: false,
+        gateway: false,
+        sso: { issuer: idp.issuer, audience: idp.audience },
+      }),
+    ).rejects.toThrow(/single sign-on needs sso\.sql\.md in the project's documents/);
+  });
+});
+
 describe("login with an identity provider's token", () => {
   it("turns a valid token into a session cookie for the mapped user, the same user every time", async () => {
     const sub = subject();

@@ -22,6 +22,8 @@ export interface InitOptions {
   lockfile?: boolean;
   /** Add the database doors (doors.sql.md): psql and pgweb as the app's users. Default false. */
   doors?: boolean;
+  /** Add single sign-on (sso.sql.md): an identity provider's tokens. Default false. */
+  sso?: boolean;
   log?: (line: string) => void;
 }
 
@@ -83,7 +85,12 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
   log(`packed the toolkit into vendor/${packed}`);
 
   const name = packageName(dir);
-  const documents = ["sessions.sql.md", ...(options.doors ? ["doors.sql.md"] : []), "app.sql.md"];
+  const documents = [
+    "sessions.sql.md",
+    ...(options.sso ? ["sso.sql.md"] : []),
+    ...(options.doors ? ["doors.sql.md"] : []),
+    "app.sql.md",
+  ];
   const vitest = toolkitPackage.devDependencies?.vitest ?? "3.2.7";
   const manifest = {
     name,
@@ -103,9 +110,9 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
     devDependencies: { vitest },
   };
   writeFileSync(join(target, "package.json"), `${JSON.stringify(manifest, null, 2)}\n`);
-  writeFileSync(join(target, "sessions.sql.md"), readFileSync(join(TOOLKIT, "sessions.sql.md")));
-  if (options.doors) {
-    writeFileSync(join(target, "doors.sql.md"), readFileSync(join(TOOLKIT, "doors.sql.md")));
+  // The module's documents are copies: they are the project's documents now.
+  for (const document of documents.filter((d) => d !== "app.sql.md")) {
+    writeFileSync(join(target, document), readFileSync(join(TOOLKIT, document)));
   }
   for (const file of [
     "app.sql.md",
@@ -158,11 +165,13 @@ export function initCommand(): Command {
       "--doors",
       "add the database doors (doors.sql.md): psql, other clients and pgweb log in as the app's users",
     )
-    .action((dir: string, flags: { lockfile: boolean; doors?: boolean }) =>
+    .option("--sso", "add single sign-on (sso.sql.md): log in with an identity provider's token")
+    .action((dir: string, flags: { lockfile: boolean; doors?: boolean; sso?: boolean }) =>
       runAction(async () => {
         await initProject(dir, {
           lockfile: flags.lockfile,
           doors: flags.doors === true,
+          sso: flags.sso === true,
           log: (line) => process.stderr.write(`${line}\n`),
         });
         const cd = relative(process.cwd(), resolve(dir));

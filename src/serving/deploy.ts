@@ -205,6 +205,21 @@ export async function applySessionSettings(
       "select to_regclass('auth.settings') is not null as present",
     );
     if (!present.rows[0]?.present) return;
+    const { rows } = await client.query<{ name: string }>(
+      `select n.name from unnest($1::text[]) n(name)
+        where not exists (select from pg_attribute a
+                           where a.attrelid = 'auth.settings'::regclass and a.attname = n.name)`,
+      [entries.map(([name]) => name)],
+    );
+    if (rows.length > 0) {
+      const missing = rows.map((r) => r.name);
+      throw new Error(
+        `auth.settings has no ${missing.join(", ")}` +
+          (missing.some((name) => name.startsWith("oidc_"))
+            ? ": single sign-on needs sso.sql.md in the project's documents (package.json)"
+            : ""),
+      );
+    }
     const assignments = entries.map(([name], i) => `${client.escapeIdentifier(name)} = $${i + 1}`);
     await client.query(
       `update auth.settings set ${assignments.join(", ")}`,
