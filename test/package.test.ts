@@ -116,6 +116,9 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     ]) {
       expect(existsSync(join(project, file)), file).toBe(true);
     }
+    const readme = readFileSync(join(project, "README.md"), "utf8");
+    expect(readme).toContain("`migrations/NNN-name.sql.md`, from 003.");
+    expect(readme).not.toMatch(/__[A-Z_]+__|doors\.sql\.md|sso\.sql\.md/);
     const manifest = JSON.parse(readFileSync(join(project, "package.json"), "utf8"));
     expect(manifest.scripts).toMatchObject({
       start: expect.any(String),
@@ -162,6 +165,10 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
       "app.sql.md",
     ]);
     expect(readFileSync(join(project, "app.sql.md"), "utf8")).toContain("auth.grant_door");
+    const readme = readFileSync(join(project, "README.md"), "utf8");
+    expect(readme).toContain("`doors.sql.md`: the database doors");
+    expect(readme).toContain("`sso.sql.md`: single sign-on");
+    expect(readme).toContain("`migrations/NNN-name.sql.md`, from 005.");
     execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], {
       cwd: project,
       stdio: "pipe",

@@ -36,6 +36,16 @@ function packageName(dir: string): string {
 }
 
 /** What app.sql.md gets when the project has the doors: the demo user may use them. */
+/** One line per document, for the new project's README. */
+const DESCRIPTIONS: Record<string, string> = {
+  "sessions.sql.md":
+    "`sessions.sql.md`: the session module (registration, login, sessions,\n  throttling, audit). Its interface is written at its top.",
+  "sso.sql.md": "`sso.sql.md`: single sign-on with one OpenID Connect provider.",
+  "doors.sql.md":
+    "`doors.sql.md`: the database doors (psql and pgweb log in as the app's\n  users, once an account is given a door with `auth.grant_door`).",
+  "app.sql.md": "`app.sql.md`: this application, a table of private notes to start from.",
+};
+
 const DOORS_FIXTURE = `The database doors ([\`doors.sql.md\`](doors.sql.md)) let psql and pgweb in
 as the app's users, each only with a door an administrator grants: the
 demo user gets one, so that the \`psql\` line \`npm start\` prints works.
@@ -131,7 +141,10 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
   writeFileSync(join(target, ".gitignore"), readFileSync(join(templates, "gitignore")));
   writeFileSync(
     join(target, "README.md"),
-    readFileSync(join(templates, "README.md"), "utf8").replaceAll("__NAME__", name),
+    readFileSync(join(templates, "README.md"), "utf8")
+      .replaceAll("__NAME__", name)
+      .replace("__DOCUMENTS__", documents.map((d) => `- ${DESCRIPTIONS[d]}\n`).join(""))
+      .replace("__FIRST_MIGRATION__", String(documents.length + 1).padStart(3, "0")),
   );
   writeFileSync(
     join(target, "migrations", "README.md"),
