@@ -6,9 +6,10 @@
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import pg from "pg";
-import { randomPassword, scramVerifier } from "../src/gateway/scram.js";
-import { freePort } from "../src/net.js";
-import type { LocalDeployment } from "../src/serving/deploy.js";
+import { randomPassword, scramVerifier } from "../../src/gateway/scram.js";
+import { freePort } from "../../src/net.js";
+import type { LocalDeployment } from "../../src/serving/deploy.js";
+import { percentile } from "./stats.js";
 
 export interface GatewayBench {
   connect_samples: number;
@@ -25,10 +26,6 @@ export interface GatewayBench {
 }
 
 const HEAVIER = "select sum(g) from generate_series(1, 20000) g";
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN;
-}
 
 async function timeConnects(config: pg.ClientConfig, count: number): Promise<number[]> {
   const times: number[] = [];
@@ -95,7 +92,12 @@ async function startGatewayProcess(deployment: LocalDeployment): Promise<{
   const port = await freePort();
   const child = spawn(
     process.execPath,
-    [join(import.meta.dirname, "..", "dist", "cli.js"), "gateway", "--listen", `127.0.0.1:${port}`],
+    [
+      join(import.meta.dirname, "..", "..", "dist", "cli.js"),
+      "gateway",
+      "--listen",
+      `127.0.0.1:${port}`,
+    ],
     { env: { ...process.env, GATEWAY_DATABASE_URL: url }, stdio: ["ignore", "ignore", "pipe"] },
   );
   let output = "";

@@ -9,6 +9,7 @@ import { randomUUID } from "node:crypto";
 import { Socket } from "node:net";
 import pg from "pg";
 import { Pool } from "undici";
+import { median } from "./stats.js";
 
 export interface BurstBench {
   /** Of 10 simultaneous logins of 10 users on a quiet server, how many got 200 (worst round). */
@@ -87,11 +88,6 @@ function loginFlood(url: string): {
     },
   };
 }
-
-const median = (numbers: number[]) => {
-  const sorted = [...numbers].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
-};
 
 export async function measureBursts(
   url: string,
