@@ -112,11 +112,57 @@ async function compileSources(list: ProjectDocument[]): Promise<Compiled[]> {
   return compiled;
 }
 
-async function appliedHashes(client: pg.Client): Promise<Map<number, string>> {
+interface Recorded {
+  name: string;
+  hash: string;
+}
+
+async function appliedMigrations(client: pg.Client): Promise<Map<number, Recorded>> {
   const exists = await client.query("select to_regclass('migrations') is not null as present");
   if (!exists.rows[0]?.present) return new Map();
-  const rows = await client.query<{ id: number; hash: string }>("select id, hash from migrations");
-  return new Map(rows.rows.map((r) => [r.id, r.hash]));
+  const rows = await client.query<{ id: number; name: string; hash: string }>(
+    "select id, name, hash from migrations",
+  );
+  return new Map(rows.rows.map((r) => [r.id, { name: r.name, hash: r.hash }]));
+}
+
+/**
+ * Refuses, before anything changes, a project whose list no longer matches
+ * what the database recorded: a document or migration now in another place
+ * (a list reordered, a document added in the middle or split), or an applied
+ * one whose code changed.
+ */
+function refuseChangedHistory(compiled: Compiled[], recorded: Map<number, Recorded>): void {
+  const moved = compiled.filter((m) => {
+    const at = recorded.get(m.id);
+    return at !== undefined && at.name !== m.name;
+  });
+  if (moved.length > 0) {
+    const first = moved[0] as Compiled;
+    throw new Error(
+      `the project's list no longer matches this database: its migration ${first.id} is ` +
+        `"${recorded.get(first.id)?.name}", but the project now has ${first.path} in that place. ` +
+        "Applied documents stay in the list, in their order; new ones go after them, as migrations. " +
+        "A project that adopted sessions.sql.md before single sign-on and the doors became documents " +
+        "of their own keeps its copy: see docs/upgrading.md",
+    );
+  }
+  const changed = compiled.filter((m) => {
+    const at = recorded.get(m.id);
+    return at !== undefined && at.hash !== m.hash;
+  });
+  if (changed.length > 0) {
+    throw new Error(
+      changed
+        .map(
+          (m) =>
+            `${m.path}: its SQL changed after it was applied to this database (prose edits are fine; ` +
+            "code is not). Put the change in a new migration, migrations/NNN-name.sql.md " +
+            "(a newer sessions.sql.md from the toolkit too: see docs/upgrading.md)",
+        )
+        .join("\n"),
+    );
+  }
 }
 
 /** The compiler-style report for an error raised by a migration's code. */
@@ -167,7 +213,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
   });
   const dir = mkdtempSync(join(tmpdir(), "pgs-migrations-"));
   try {
-    const recorded = await appliedHashes(client);
+    const recorded = await appliedMigrations(client);
     const plan: PlannedMigration[] = compiled.map((m) => ({
       id: m.id,
       fileName: m.fileName,
@@ -175,19 +221,7 @@ export async function migrate(options: MigrateOptions): Promise<MigrateResult> {
       hash: m.hash,
       applied: recorded.has(m.id),
     }));
-    // Refuse changed history before touching anything, naming the document.
-    const changed = compiled.filter((m) => recorded.has(m.id) && recorded.get(m.id) !== m.hash);
-    if (changed.length > 0) {
-      throw new Error(
-        changed
-          .map(
-            (m) =>
-              `${m.path}: its SQL changed after it was applied to this database (prose edits are fine; ` +
-              "code is not). Put the change in a new migration, migrations/NNN-name.sql.md",
-          )
-          .join("\n"),
-      );
-    }
+    refuseChangedHistory(compiled, recorded);
     const pending = plan.filter((m) => !m.applied);
     if (options.dryRun) {
       const report = options.plan ?? log;
