@@ -194,6 +194,8 @@ async function main(): Promise<void> {
   try {
     const email = `bench-${Date.now()}@example.com`;
     const user = await registerBenchUser(deployment.postgrest.url, email);
+    // A door is a privilege (doors.sql.md): the gateway scenarios need one.
+    await db.query("select auth.grant_door($1)", [user.userId]);
     const doorUser = { email, token: user.cookie.replace(/^session_token=/, "") };
     const bench: Bench = { settings, deployment, db, user, doorUser, started };
     if (settings.only === "bursts") await benchBursts(bench);
