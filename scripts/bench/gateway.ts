@@ -97,6 +97,14 @@ async function startGatewayProcess(deployment: LocalDeployment): Promise<{
       "gateway",
       "--listen",
       `127.0.0.1:${port}`,
+      // One user on many connections from one address is what this
+      // measures; the limits that refuse that are tested, not benchmarked.
+      "--max-connections-per-user",
+      "64",
+      "--max-connections-per-address",
+      "64",
+      "--max-pending-per-address",
+      "64",
     ],
     { env: { ...process.env, GATEWAY_DATABASE_URL: url }, stdio: ["ignore", "ignore", "pipe"] },
   );
