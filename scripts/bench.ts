@@ -88,6 +88,7 @@ async function benchBursts(bench: Bench): Promise<void> {
   const { floods, worst } = await measureFloods(settings, { url, cookie: bench.user.cookie });
   const result = {
     machine: machine(),
+    deployment_settings: settings.settings,
     bursts,
     burst_logins_ok: bursts.burst_logins_ok,
     burst_login_p99_ms: bursts.burst_login_p99_ms,
@@ -108,6 +109,7 @@ async function benchGateway(bench: Bench): Promise<void> {
   const gateway = await measureGateway(bench.deployment, bench.doorUser, gatewayOptions(settings));
   const result = {
     machine: machine(),
+    deployment_settings: settings.settings,
     gateway,
     total_seconds: Math.round((performance.now() - bench.started) / 1000),
   };
@@ -146,6 +148,7 @@ async function benchEverything(bench: Bench, processes: PostgrestProcess[]): Pro
 
   const result = {
     machine: machine(),
+    deployment_settings: settings.settings,
     settings: {
       duration_s: settings.duration,
       rounds: settings.rounds,
@@ -194,6 +197,10 @@ async function main(): Promise<void> {
   try {
     const email = `bench-${Date.now()}@example.com`;
     const user = await registerBenchUser(deployment.postgrest.url, email);
+    for (const [name, value] of Object.entries(settings.settings)) {
+      await db.query(`update auth.settings set ${db.escapeIdentifier(name)} = $1`, [value]);
+      log(`auth.settings.${name} = ${value}`);
+    }
     // A door is a privilege (doors.sql.md): the gateway scenarios need one.
     await db.query("select auth.grant_door($1)", [user.userId]);
     const doorUser = { email, token: user.cookie.replace(/^session_token=/, "") };

@@ -16,6 +16,9 @@ const USAGE = `usage: npm run bench -- [options]
                        once, quiet and during a login flood, over HTTP and
                        through the gateway, and a logged-in user's latency
                        during the floods (default out: bench/bursts.json)
+  --setting NAME=VALUE a deployment setting (a column of auth.settings) to
+                       measure with, e.g. password_client_failures=5;
+                       repeatable
 `;
 
 export interface BenchSettings {
@@ -30,6 +33,8 @@ export interface BenchSettings {
   /** The JSON results (the chart goes beside it, .svg). */
   outFile: string;
   only: "gateway" | "bursts" | undefined;
+  /** auth.settings columns to set before measuring, in the JSON as they were given. */
+  settings: Record<string, string>;
 }
 
 export const PASSWORD = "benchmark password";
@@ -53,6 +58,7 @@ export function benchSettings(): BenchSettings {
     floodRate: Math.round(positiveNumber("flood-rate", values["flood-rate"])),
     outFile: values.out ?? (values.only ? `bench/${values.only}.json` : "bench/results.json"),
     only: values.only,
+    settings: deploymentSettings(values.setting ?? []),
   };
 }
 
@@ -66,6 +72,7 @@ function parseOptions() {
         out: { type: "string" },
         "flood-rate": { type: "string", default: "100" },
         only: { type: "string" },
+        setting: { type: "string", multiple: true },
         help: { type: "boolean", short: "h", default: false },
       },
     });
@@ -82,4 +89,20 @@ function positiveNumber(name: string, text: string | undefined): number {
     process.exit(2);
   }
   return value;
+}
+
+/** NAME=VALUE pairs; a name is a plain column name (it goes into an update). */
+function deploymentSettings(pairs: string[]): Record<string, string> {
+  const settings: Record<string, string> = {};
+  for (const pair of pairs) {
+    const match = /^([a-z_][a-z0-9_]*)=(.*)$/.exec(pair);
+    if (!match) {
+      process.stderr.write(
+        `--setting takes NAME=VALUE (a column of auth.settings), got "${pair}"\n${USAGE}`,
+      );
+      process.exit(2);
+    }
+    settings[match[1] as string] = match[2] as string;
+  }
+  return settings;
 }
