@@ -43,7 +43,13 @@ import {
 } from "./bench/identity.js";
 import { measureHonestBursts, measureLoginCapacity, registerBenchUser } from "./bench/logins.js";
 import { type BenchSettings, benchSettings, log } from "./bench/options.js";
-import { burstLines, gatewayLines, printReport, svgChart } from "./bench/report.js";
+import {
+  burstLines,
+  gatewayLines,
+  identityLines,
+  printReport,
+  svgChart,
+} from "./bench/report.js";
 import { machine } from "./bench/stats.js";
 
 const GOALS = {
@@ -117,9 +123,9 @@ async function benchGateway(bench: Bench): Promise<void> {
   process.stdout.write(`${gatewayLines(gateway).join("\n")}\nwrote ${settings.outFile}\n`);
 }
 
-/** Every scenario, on PostgREST processes of its own (stopped on the way out). */
-async function benchEverything(bench: Bench, processes: PostgrestProcess[]): Promise<void> {
-  const { deployment, db, settings, user } = bench;
+/** The identity variants, started and checked to see the same 20 public todos. */
+async function identityVariants(bench: Bench, processes: PostgrestProcess[]) {
+  const { deployment, db, user } = bench;
   const owner = await registerBenchUser(
     deployment.postgrest.url,
     `owner-${Date.now()}@example.com`,
@@ -133,8 +139,40 @@ async function benchEverything(bench: Bench, processes: PostgrestProcess[]): Pro
   processes.push(...started.processes);
   const { variants } = started;
   await checkSameRows(variants);
-
   await growSessions(db, 1000, owner.userId);
+  return { variants, owner };
+}
+
+function throughputSettings(settings: BenchSettings) {
+  return {
+    duration_s: settings.duration,
+    rounds: settings.rounds,
+    connections: settings.connections,
+    flood_rate: settings.floodRate,
+    endpoint: "GET /todos (20 public rows, login guard, RLS)",
+  };
+}
+
+/** What identity costs, alone (--only identity). */
+async function benchIdentity(bench: Bench, processes: PostgrestProcess[]): Promise<void> {
+  const { db, settings } = bench;
+  const { variants } = await identityVariants(bench, processes);
+  const samples = await measureThroughput(db, variants, settings);
+  const result = {
+    machine: machine(),
+    deployment_settings: settings.settings,
+    settings: throughputSettings(settings),
+    ...summarizeThroughput(samples),
+    total_seconds: Math.round((performance.now() - bench.started) / 1000),
+  };
+  writeFileSync(settings.outFile, `${JSON.stringify(result, null, 2)}\n`);
+  process.stdout.write(`${identityLines(result).join("\n")}\nwrote ${settings.outFile}\n`);
+}
+
+/** Every scenario, on PostgREST processes of its own (stopped on the way out). */
+async function benchEverything(bench: Bench, processes: PostgrestProcess[]): Promise<void> {
+  const { deployment, db, settings, user } = bench;
+  const { variants, owner } = await identityVariants(bench, processes);
   const samples = await measureThroughput(db, variants, settings);
   const scale = await measureScale(db, variants, settings, user.cookie, owner.userId);
 
@@ -149,13 +187,7 @@ async function benchEverything(bench: Bench, processes: PostgrestProcess[]): Pro
   const result = {
     machine: machine(),
     deployment_settings: settings.settings,
-    settings: {
-      duration_s: settings.duration,
-      rounds: settings.rounds,
-      connections: settings.connections,
-      flood_rate: settings.floodRate,
-      endpoint: "GET /todos (20 public rows, login guard, RLS)",
-    },
+    settings: throughputSettings(settings),
     ...summarizeThroughput(samples),
     ...scale,
     floods,
@@ -207,6 +239,7 @@ async function main(): Promise<void> {
     const bench: Bench = { settings, deployment, db, user, doorUser, started };
     if (settings.only === "bursts") await benchBursts(bench);
     else if (settings.only === "gateway") await benchGateway(bench);
+    else if (settings.only === "identity") await benchIdentity(bench, processes);
     else await benchEverything(bench, processes);
   } finally {
     await db.end();

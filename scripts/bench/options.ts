@@ -10,6 +10,9 @@ const USAGE = `usage: npm run bench -- [options]
   --out FILE           the JSON results; the chart goes to FILE with .svg
                        (default bench/results.json; with --only gateway,
                        bench/gateway.json)
+  --only identity      measure only what identity costs: GET /todos with each
+                       way of saying who is asking, in interleaved rounds
+                       (default out: bench/identity.json)
   --only gateway       measure only the database doors (connection set-up and
                        query throughput through the gateway)
   --only bursts        measure only honest bursts against floods: ten logins at
@@ -32,7 +35,7 @@ export interface BenchSettings {
   floodRate: number;
   /** The JSON results (the chart goes beside it, .svg). */
   outFile: string;
-  only: "gateway" | "bursts" | undefined;
+  only: "identity" | "gateway" | "bursts" | undefined;
   /** auth.settings columns to set before measuring, in the JSON as they were given. */
   settings: Record<string, string>;
 }
@@ -47,8 +50,10 @@ export function benchSettings(): BenchSettings {
     process.stdout.write(USAGE);
     process.exit(0);
   }
-  if (values.only !== undefined && values.only !== "gateway" && values.only !== "bursts") {
-    process.stderr.write(`--only takes "gateway" or "bursts", got "${values.only}"\n${USAGE}`);
+  if (values.only !== undefined && !["identity", "gateway", "bursts"].includes(values.only)) {
+    process.stderr.write(
+      `--only takes "identity", "gateway" or "bursts", got "${values.only}"\n${USAGE}`,
+    );
     process.exit(2);
   }
   return {
@@ -57,7 +62,7 @@ export function benchSettings(): BenchSettings {
     connections: Math.round(positiveNumber("connections", values.connections)),
     floodRate: Math.round(positiveNumber("flood-rate", values["flood-rate"])),
     outFile: values.out ?? (values.only ? `bench/${values.only}.json` : "bench/results.json"),
-    only: values.only,
+    only: values.only as BenchSettings["only"],
     settings: deploymentSettings(values.setting ?? []),
   };
 }
