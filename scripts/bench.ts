@@ -43,13 +43,7 @@ import {
 } from "./bench/identity.js";
 import { measureHonestBursts, measureLoginCapacity, registerBenchUser } from "./bench/logins.js";
 import { type BenchSettings, benchSettings, log } from "./bench/options.js";
-import {
-  burstLines,
-  gatewayLines,
-  identityLines,
-  printReport,
-  svgChart,
-} from "./bench/report.js";
+import { burstLines, gatewayLines, identityLines, printReport, svgChart } from "./bench/report.js";
 import { machine } from "./bench/stats.js";
 
 const GOALS = {
