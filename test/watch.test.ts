@@ -212,6 +212,24 @@ describe("watch mode", () => {
     expect(lastReloadLine()).toMatch(
       /api\.notes not kept \(it references api\.greetings, which was not kept\)/,
     );
+
+    // An edited row, as many rows as the new version's own, is still kept:
+    // tables are compared by content, not by count.
+    const edit = new pg.Client(session.cluster.connectionConfig(session.currentDatabase()));
+    await edit.connect();
+    await edit.query("update api.greetings set greeting = 'hey, edited' where greeting = 'hey'");
+    await edit.end();
+    expect(
+      (
+        await save(
+          documentWithVersion(
+            "edited",
+            `alter table api.greetings add column loud boolean;\n${notes}`,
+          ),
+        )
+      )?.kind,
+    ).toBe("loaded");
+    expect(await greetings()).toEqual(["hi", "hey, edited"]);
   });
 
   it("a save right after another does not wait for the previous version's tests", async () => {
@@ -291,6 +309,104 @@ describe("watch mode", () => {
     expect((await save(withRole("watch_editor")))?.kind).toBe("loaded");
     expect((await save(withRole("watch_editor_renamed")))?.kind).toBe("loaded");
     expect(await apiVersion()).toBe("role-watch_editor_renamed");
+  });
+});
+
+describe("watch mode with several documents", () => {
+  // The minimal document first (roles, schema, a function), then a small
+  // application: saves of the application start from a template database
+  // holding the first, which is loaded once.
+  let projectDir: string;
+  let project: WatchSession;
+  const reloads: ReloadOutcome[] = [];
+  const lines: string[] = [];
+  const appDocument = (value: string) =>
+    `# The application\n\n\`\`\`sql\ncreate function api.app() returns text language sql as $$ select '${value}' $$;\ngrant execute on function api.app() to anonymous;\n\`\`\`\n`;
+  const baseDocument = (value: string, extra = "") =>
+    documentWithVersion(value, extra).replaceAll("api.version()", "api.base()");
+  const call = async (name: string) => {
+    const response = await fetch(`${project.url}/rpc/${name}`);
+    return response.status === 200 ? ((await response.json()) as string) : response.status;
+  };
+  const databases = async (): Promise<string[]> => {
+    const admin = new pg.Client(project.cluster.connectionConfig());
+    await admin.connect();
+    try {
+      const { rows } = await admin.query<{ datname: string }>(
+        "select datname from pg_database where datname like 'app%' order by datname",
+      );
+      return rows.map((r) => r.datname);
+    } finally {
+      await admin.end();
+    }
+  };
+  const saveFile = async (name: string, content: string) => {
+    const before = reloads.length;
+    writeFileSync(join(projectDir, name), content);
+    const deadline = Date.now() + 20_000;
+    while (reloads.length === before && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    await project.idle();
+    return reloads.at(-1);
+  };
+
+  beforeAll(async () => {
+    projectDir = mkdtempSync(join(tmpdir(), "watch-project-"));
+    writeFileSync(
+      join(projectDir, "package.json"),
+      JSON.stringify({
+        name: "two-documents",
+        "postgrest-sessions": { documents: ["base.sql.md", "app.sql.md"] },
+      }),
+    );
+    writeFileSync(join(projectDir, "base.sql.md"), baseDocument("base 1"));
+    writeFileSync(join(projectDir, "app.sql.md"), appDocument("app 1"));
+    project = await watchDocument({
+      cwd: projectDir,
+      port: await freePort(),
+      log: (line) => lines.push(line),
+      onReload: (outcome) => reloads.push(outcome),
+    });
+  });
+
+  afterAll(async () => {
+    await project?.stop();
+    rmSync(projectDir, { recursive: true, force: true });
+  });
+
+  it("loads the documents before the last into a template, and each version from it", async () => {
+    expect(reloads[0]?.kind).toBe("loaded");
+    expect([await call("base"), await call("app")]).toEqual(["base 1", "app 1"]);
+    expect(await databases()).toEqual(["app_1", "app_base_1"]);
+    expect((await saveFile("app.sql.md", appDocument("app 2")))?.kind).toBe("loaded");
+    expect([await call("base"), await call("app")]).toEqual(["base 1", "app 2"]);
+    // The same template: the first document was not loaded again.
+    expect(await databases()).toEqual(["app_2", "app_base_1"]);
+    const second = reloads.at(-1);
+    if (second?.kind === "loaded") expect((await second.pgtap)?.ok).toBe(true);
+  });
+
+  it("a save of the first document loads everything again, and the next save of the last makes a new template", async () => {
+    expect((await saveFile("base.sql.md", baseDocument("base 2")))?.kind).toBe("loaded");
+    expect([await call("base"), await call("app")]).toEqual(["base 2", "app 2"]);
+    expect(await databases()).toEqual(["app_3"]);
+    expect((await saveFile("app.sql.md", appDocument("app 3")))?.kind).toBe("loaded");
+    expect([await call("base"), await call("app")]).toEqual(["base 2", "app 3"]);
+    expect(await databases()).toEqual(["app_4", "app_base_2"]);
+  });
+
+  it("a broken first document is reported at its line, and the last version keeps serving", async () => {
+    const outcome = await saveFile(
+      "base.sql.md",
+      baseDocument("base 3", "create tabel oops (id int);"),
+    );
+    expect(outcome?.kind).toBe("load-failed");
+    if (outcome?.kind === "load-failed") expect(outcome.report).toMatch(/base\.sql\.md:\d+/);
+    expect([await call("base"), await call("app")]).toEqual(["base 2", "app 3"]);
+    expect(await databases()).toEqual(["app_4"]);
+    expect((await saveFile("base.sql.md", baseDocument("base 4")))?.kind).toBe("loaded");
+    expect([await call("base"), await call("app")]).toEqual(["base 4", "app 3"]);
   });
 });
 

@@ -183,9 +183,17 @@ function elapsed(since: number): string {
   return `${Math.round(performance.now() - since)} ms`;
 }
 
-export async function createDatabase(cluster: Cluster, database: string): Promise<void> {
+/** Creates `database`, empty or as a copy of `template` (which nobody may be connected to). */
+export async function createDatabase(
+  cluster: Cluster,
+  database: string,
+  template?: string,
+): Promise<void> {
   await withClient(cluster.connectionConfig(), (admin) =>
-    admin.query(`create database ${admin.escapeIdentifier(database)}`),
+    admin.query(
+      `create database ${admin.escapeIdentifier(database)}` +
+        (template ? ` template ${admin.escapeIdentifier(template)}` : ""),
+    ),
   );
 }
 

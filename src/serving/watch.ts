@@ -16,6 +16,13 @@
 // A version's checks (its pgTAP suite, and with `runTests` the HTTP suite)
 // run after it is serving and never hold up the next save: a newer version
 // cancels them.
+//
+// Most saves change one document, usually the last (the application, or its
+// newest migration), while the session module before it is thousands of
+// lines. So the documents before the one being edited are loaded once into a
+// template database (app_base_N), and each version starts as a copy of it
+// (CREATE DATABASE ... TEMPLATE, tens of milliseconds) and loads only the
+// rest. A save that changes a document inside the template makes a new one.
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -31,7 +38,7 @@ import {
   projectDocuments,
   readProjectConfig,
 } from "../document/project.js";
-import { freePort } from "../net.js";
+import { freePort, PortInUseError } from "../net.js";
 import { type Cluster, startCluster } from "../postgres/cluster.js";
 import { withClient } from "../postgres/db.js";
 import { type CarryOverSummary, carryOver, describeCarryOver } from "./carry-over.js";
@@ -106,6 +113,8 @@ interface ServedVersion {
   version: number;
   database: string;
   code: string;
+  /** Each document's code, to find the first one a save changed. */
+  codes: string[];
   postgrest: PostgrestProcess;
   /** Stops this version's checks when a newer version replaces it. */
   cancelChecks: () => void;
@@ -200,10 +209,19 @@ function runHttpSuite(
  * a database of its own, switches the front proxy to it, and starts its
  * checks; the previous one is stopped once drained.
  */
+/** A database holding the leading documents, which versions start as copies of. */
+interface Template {
+  database: string;
+  /** The code of the documents it holds, in order. */
+  codes: string[];
+}
+
 class Versions {
   testsAvailable = false;
   served: ServedVersion | undefined;
   private versionCounter = 0;
+  private template: Template | undefined;
+  private templateCounter = 0;
   /** What the reload lines call the project. */
   readonly name: string;
 
@@ -240,17 +258,19 @@ class Versions {
     // Compare code only: a prose edit that moves lines is still the same
     // program. Compared with what serves, not with the last attempt, so that
     // saving again after a failure always tries again.
-    const code = docs.map(includedCode).join("\n\u0000\u0000\n");
+    const codes = docs.map(includedCode);
+    const code = codes.join("\n\u0000\u0000\n");
     if (this.served && code === this.served.code) return { kind: "unchanged", ms: ms() };
     // The number is taken for good only by a version that loads: a failed
     // load leaves the next one its number.
     const version = this.versionCounter + 1;
     const database = `app_${version}`;
     const { cluster } = this;
-    await createDatabase(cluster, database);
     let carried: CarryOverSummary | undefined;
     try {
-      await loadDocuments(cluster, database, docs);
+      const base = await this.templateFor(docs, codes);
+      await createDatabase(cluster, database, base?.database);
+      await loadDocuments(cluster, database, docs.slice(base?.codes.length ?? 0));
       await applySessionSettings(cluster, database, LOCAL_SESSION_SETTINGS);
       if (this.served) carried = await carryOver(cluster, this.served.database, database);
     } catch (error) {
@@ -258,19 +278,19 @@ class Versions {
       const failure = error as { report?: string; message: string };
       return { kind: "load-failed", report: failure.report ?? failure.message, ms: ms() };
     }
+    let postgrest: PostgrestProcess;
+    try {
+      postgrest = await this.startPostgrest(database, version);
+    } catch (error) {
+      await dropDatabase(cluster, database);
+      throw error;
+    }
     this.versionCounter = version;
-    const postgrest = await startPostgrest({
-      dbUri: cluster.uri("authenticator", database),
-      port: await freePort(),
-      publicUrl: this.proxy.url,
-      logFile: `${cluster.dir}/postgrest-${version}.log`,
-      ...identitySettings(this.options.identity),
-    });
     const previous = this.served;
     this.proxy.setTarget(postgrest.port);
     previous?.cancelChecks();
     const checks = this.startChecks(version, database, docs);
-    this.served = { version, database, code, postgrest, cancelChecks: checks.cancel };
+    this.served = { version, database, code, codes, postgrest, cancelChecks: checks.cancel };
     if (previous) {
       await this.proxy.drained(previous.postgrest.port);
       await previous.postgrest.stop();
@@ -284,6 +304,61 @@ class Versions {
       ms: ms(),
       ...(carried ? { carried } : {}),
     };
+  }
+
+  /**
+   * A PostgREST for one version, on free ports. A port the kernel called free
+   * can be taken before PostgREST binds it (by an outgoing connection, say):
+   * then fresh ports, twice more.
+   */
+  private async startPostgrest(database: string, version: number): Promise<PostgrestProcess> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await startPostgrest({
+          dbUri: this.cluster.uri("authenticator", database),
+          port: await freePort(),
+          publicUrl: this.proxy.url,
+          logFile: `${this.cluster.dir}/postgrest-${version}${attempt > 1 ? `-${attempt}` : ""}.log`,
+          ...identitySettings(this.options.identity),
+        });
+      } catch (error) {
+        if (!(error instanceof PortInUseError) || attempt === 3) throw error;
+      }
+    }
+  }
+
+  /**
+   * The template holding the documents before the first one this save
+   * changed (before the last one, for the first version), made anew when the
+   * one there is does not match; none when that is no document at all.
+   */
+  private async templateFor(
+    docs: CompiledDocument[],
+    codes: string[],
+  ): Promise<Template | undefined> {
+    const previous = this.served?.codes ?? [];
+    let changed = previous.length > 0 ? 0 : codes.length - 1;
+    while (previous.length > 0 && changed < codes.length && codes[changed] === previous[changed])
+      changed++;
+    const held = this.template;
+    if (held && held.codes.length <= changed && held.codes.every((c, i) => c === codes[i])) {
+      return held;
+    }
+    if (held) {
+      this.template = undefined;
+      await dropDatabase(this.cluster, held.database);
+    }
+    if (changed < 1) return undefined;
+    const database = `app_base_${++this.templateCounter}`;
+    await createDatabase(this.cluster, database);
+    try {
+      await loadDocuments(this.cluster, database, docs.slice(0, changed));
+    } catch (error) {
+      await dropDatabase(this.cluster, database);
+      throw error;
+    }
+    this.template = { database, codes: codes.slice(0, changed) };
+    return this.template;
   }
 
   /** Prints a version's check results when they come, unless a newer version cancelled them. */
