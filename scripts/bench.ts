@@ -57,8 +57,14 @@ const GOALS = {
   burst_login_p99_ms: 1000,
   burst_under_flood_ok: 10,
   gateway_flood_logins_ok: 10,
+  prerequest_over_cached_jwt: 0.9,
   gateway_connect_p50_ms: 20,
-  gateway_over_direct: 0.9,
+  gateway_over_pgbouncer_select1: 0.9,
+  gateway_over_pgbouncer_rows100: 0.95,
+  /** At most this many times PgBouncer's CPU per transaction. */
+  gateway_cpu_over_pgbouncer: 1.3,
+  /** At most PgBouncer's added p50 plus this many microseconds. */
+  gateway_added_p50_over_pgbouncer_us: 15,
 };
 
 interface Bench {
@@ -194,7 +200,12 @@ async function benchEverything(bench: Bench, processes: PostgrestProcess[]): Pro
     capacity,
     gateway,
     gateway_connect_p50_ms: gateway.connect_p50_ms,
-    gateway_over_direct: gateway.gateway_over_direct,
+    gateway_over_pgbouncer_select1: gateway.gateway_over_pgbouncer_select1,
+    gateway_over_pgbouncer_rows100: gateway.gateway_over_pgbouncer_rows100,
+    gateway_cpu_us_per_tx: gateway.gateway_cpu_us_per_tx,
+    pgbouncer_cpu_us_per_tx: gateway.pgbouncer_cpu_us_per_tx,
+    gateway_added_p50_us: gateway.gateway_added_p50_us,
+    pgbouncer_added_p50_us: gateway.pgbouncer_added_p50_us,
     goals: GOALS,
     total_seconds: Math.round((performance.now() - bench.started) / 1000),
   };

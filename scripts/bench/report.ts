@@ -35,12 +35,37 @@ ${bars}
 }
 
 export function gatewayLines(gateway: GatewayBench): string[] {
-  return [
-    `database doors (the gateway), ${gateway.concurrency} connections:`,
-    `  connect with a session token  p50 ${gateway.connect_p50_ms.toFixed(1)} ms, p99 ${gateway.connect_p99_ms.toFixed(1)} ms (goal p50 < 20 ms${gateway.connect_p50_ms < 20 ? ", met" : ", MISSED"}; directly p50 ${gateway.direct_connect_p50_ms.toFixed(1)} ms)`,
-    `  select 1 through the gateway  ${gateway.gateway_qps.toFixed(0)}/s, directly ${gateway.direct_qps.toFixed(0)}/s: ${gateway.gateway_over_direct.toFixed(3)} of direct (goal >= 0.9${gateway.gateway_over_direct >= 0.9 ? ", met" : ", MISSED"})`,
-    `  a 20,000-row sum               ${gateway.heavier.gateway_qps.toFixed(0)}/s, directly ${gateway.heavier.direct_qps.toFixed(0)}/s: ${gateway.heavier.gateway_over_direct.toFixed(3)} of direct`,
+  const met = (ok: boolean) => (ok ? "met" : "MISSED");
+  const lines = [
+    "database doors (the gateway), against PgBouncer in session mode on the same cluster:",
+    `  connect with a session token  p50 ${gateway.connect_p50_ms.toFixed(1)} ms, p99 ${gateway.connect_p99_ms.toFixed(1)} ms (goal p50 < 20 ms, ${met(gateway.connect_p50_ms < 20)}; directly p50 ${gateway.direct_connect_p50_ms.toFixed(1)} ms)`,
   ];
+  if (!gateway.pgbouncer) {
+    lines.push("  PgBouncer MISSING (apt-get install pgbouncer): no anchor for the numbers below");
+  }
+  lines.push(
+    "  | load                          | gateway/s | PgBouncer/s | directly/s | gateway / PgBouncer |",
+    "  |-------------------------------|-----------|-------------|------------|---------------------|",
+  );
+  for (const load of gateway.loads) {
+    const name = `${load.sql === "select 1" ? "select 1" : "100 rows"}, ${load.clients} conn, ${load.protocol}`;
+    const ratio = `${load.gateway_over_pgbouncer.toFixed(3)} (${load.gateway_over_pgbouncer_min.toFixed(2)}-${load.gateway_over_pgbouncer_max.toFixed(2)})`;
+    lines.push(
+      `  | ${name.padEnd(29)} | ${load.gateway_tps.toFixed(0).padStart(9)} | ${load.pgbouncer_tps.toFixed(0).padStart(11)} | ${load.direct_tps.toFixed(0).padStart(10)} | ${ratio.padStart(19)} |`,
+    );
+  }
+  const select1 = gateway.gateway_over_pgbouncer_select1;
+  const rows100 = gateway.gateway_over_pgbouncer_rows100;
+  const cpu = gateway.pgbouncer_cpu_us_per_tx;
+  const added = gateway.pgbouncer_added_p50_us;
+  lines.push(
+    `  select 1, worst shape / PgBouncer  ${select1?.toFixed(3) ?? "n/a"} (goal >= 0.9, ${select1 === null ? "no anchor" : met(select1 >= 0.9)})`,
+    `  100 rows / PgBouncer              ${rows100?.toFixed(3) ?? "n/a"} (goal >= 0.95, ${rows100 === null ? "no anchor" : met(rows100 >= 0.95)})`,
+    `  CPU per select 1                  gateway ${gateway.gateway_cpu_us_per_tx.toFixed(1)} us, PgBouncer ${cpu?.toFixed(1) ?? "n/a"} us (goal <= 1.3x, ${cpu === null ? "no anchor" : met(gateway.gateway_cpu_us_per_tx <= 1.3 * cpu)})`,
+    `  added p50, one connection         gateway +${gateway.gateway_added_p50_us.toFixed(0)} us, PgBouncer +${added?.toFixed(0) ?? "n/a"} us (goal <= PgBouncer's + 15 us, ${added === null ? "no anchor" : met(gateway.gateway_added_p50_us <= added + 15)})`,
+    `  select 1 over a direct connection  ${gateway.gateway_over_direct.toFixed(3)} (for reference: no relay reaches 1)`,
+  );
+  return lines;
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: the JSON written by main, read back for printing.
