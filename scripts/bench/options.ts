@@ -13,8 +13,9 @@ const USAGE = `usage: npm run bench -- [options]
   --only identity      measure only what identity costs: GET /todos with each
                        way of saying who is asking, in interleaved rounds
                        (default out: bench/identity.json)
-  --only gateway       measure only the database doors (connection set-up and
-                       query throughput through the gateway)
+  --only gateway       measure only the database doors: connection set-up, and
+                       the gateway against PgBouncer in session mode (needs
+                       Debian's pgbouncer and PostgreSQL's pgbench)
   --only bursts        measure only honest bursts against floods: ten logins at
                        once, quiet and during a login flood, over HTTP and
                        through the gateway, and a logged-in user's latency
