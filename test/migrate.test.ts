@@ -2,7 +2,7 @@
 // database, once each, with changed history refused and errors mapped to
 // the Markdown.
 
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
@@ -14,6 +14,7 @@ import { type Cluster, startCluster } from "../src/postgres/cluster.js";
 import { deployLocal } from "../src/serving/deploy.js";
 import { startPostgrest } from "../src/serving/postgrest.js";
 import { ROOT, spawnCli } from "./support/deploy-local-process.js";
+import { type ProjectDatabase, projectDatabase } from "./support/project-database.js";
 
 let cluster: Cluster;
 let work: string;
@@ -30,30 +31,8 @@ afterAll(async () => {
 });
 
 /** A fresh database and a project directory of its own. */
-async function project(): Promise<{
-  url: string;
-  dir: string;
-  database: string;
-  query: (sql: string) => Promise<pg.QueryResult>;
-}> {
-  const database = `migrate_${++counter}`;
-  const admin = new pg.Client(cluster.connectionConfig("postgres"));
-  await admin.connect();
-  await admin.query(`create database ${database}`);
-  await admin.end();
-  const dir = join(work, database);
-  mkdirSync(join(dir, "migrations"), { recursive: true });
-  const url = cluster.uri("postgres", database);
-  const query = async (sql: string) => {
-    const client = new pg.Client(cluster.connectionConfig(database));
-    await client.connect();
-    try {
-      return await client.query(sql);
-    } finally {
-      await client.end();
-    }
-  };
-  return { url, dir, database, query };
+function project(): Promise<ProjectDatabase> {
+  return projectDatabase(cluster, work, `migrate_${++counter}`);
 }
 
 const APP = `# Notes app
@@ -110,8 +89,8 @@ describe("migrate", () => {
     expect(first.applied.map((m) => m.fileName)).toEqual(["1_app.sql"]);
     expect(await tables(query)).toEqual(["migrations", "notes"]);
     // Fixtures and tests are not applied to a real database.
-    expect((await query("select count(*)::int as n from notes")).rows[0].n).toBe(0);
-    expect((await query("select to_regnamespace('tests') as t")).rows[0].t).toBeNull();
+    expect((await query("select count(*)::int as n from notes")).rows[0]?.n).toBe(0);
+    expect((await query("select to_regnamespace('tests') as t")).rows[0]?.t).toBeNull();
 
     const again = await migrate({ databaseUrl: url, file, migrationsDir: join(dir, "migrations") });
     expect(again.applied).toEqual([]);
@@ -228,7 +207,7 @@ describe("migrate", () => {
     });
     expect(result.pgtap?.ok).toBe(true);
     expect(result.pgtap?.passed).toBe(1);
-    expect((await query("select to_regnamespace('tests') as t")).rows[0].t).toBeNull();
+    expect((await query("select to_regnamespace('tests') as t")).rows[0]?.t).toBeNull();
   });
 
   it("applies nothing when the tests fail with the pending migrations (--with-tests)", async () => {
@@ -251,8 +230,8 @@ describe("migrate", () => {
     expect(result.applied).toEqual([]);
     expect(lines.join("\n")).toMatch(/not applied: with 1 pending migration\(s\) the tests FAIL/);
     const fn = await query("select to_regprocedure('note_count()') is not null as present");
-    expect(fn.rows[0].present).toBe(true);
-    expect((await query("select max(id) as top from migrations")).rows[0].top).toBe(1);
+    expect(fn.rows[0]?.present).toBe(true);
+    expect((await query("select max(id) as top from migrations")).rows[0]?.top).toBe(1);
   });
 
   it("refuses files in the migrations directory that look like migrations but are not NNN-name.sql.md", async () => {
@@ -338,7 +317,7 @@ describe("the worked example in migrations/README.md", () => {
     const kept = await query(
       "select count(*)::int as n from auth.users where email = 'kept@example.com'",
     );
-    expect(kept.rows[0].n).toBe(1);
+    expect(kept.rows[0]?.n).toBe(1);
   });
 
   it("gives a fresh database the same schema in one go", async () => {

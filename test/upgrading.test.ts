@@ -2,10 +2,10 @@
 // session module while it was one document (test/fixtures/single-document/,
 // the release of 2026-11-27, with single sign-on and the doors inside it).
 
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
+import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { migrate } from "../src/document/migrate.js";
 import { randomPassword, scramVerifier } from "../src/gateway/scram.js";
@@ -13,6 +13,7 @@ import { freePort } from "../src/net.js";
 import { type Cluster, startCluster } from "../src/postgres/cluster.js";
 import { startPostgrest } from "../src/serving/postgrest.js";
 import { ROOT } from "./support/deploy-local-process.js";
+import { projectDatabase } from "./support/project-database.js";
 
 const FIXTURE = join(ROOT, "test", "fixtures", "single-document");
 const MODULE_ROLES = [
@@ -53,23 +54,11 @@ interface Project {
 
 /** A fresh database, and a project directory holding the given files. */
 async function project(files: Record<string, string>): Promise<Project> {
-  const database = `upgrading_${++counter}`;
-  const admin = new pg.Client(cluster.connectionConfig("postgres"));
-  await admin.connect();
-  await admin.query(`create database ${database}`);
-  await admin.end();
-  const dir = join(work, database);
-  mkdirSync(join(dir, "migrations"), { recursive: true });
+  const base = await projectDatabase(cluster, work, `upgrading_${++counter}`);
+  const { dir, database } = base;
   for (const [name, from] of Object.entries(files)) copyFileSync(from, join(dir, name));
-  const query = async <T extends pg.QueryResultRow>(sql: string, values: unknown[] = []) => {
-    const client = new pg.Client(cluster.connectionConfig(database));
-    await client.connect();
-    try {
-      return (await client.query<T>(sql, values)).rows;
-    } finally {
-      await client.end();
-    }
-  };
+  const query = async <T extends pg.QueryResultRow>(sql: string, values: unknown[] = []) =>
+    (await base.query<T>(sql, values)).rows;
   const list = (documents: string[]) =>
     writeFileSync(
       join(dir, "package.json"),
@@ -78,7 +67,7 @@ async function project(files: Record<string, string>): Promise<Project> {
         "postgrest-sessions": { documents, migrations: "migrations" },
       }),
     );
-  return { dir, database, url: cluster.uri("postgres", database), query, list };
+  return { dir, database, url: base.url, query, list };
 }
 
 /** An adopter's production database: the single document and the app it started with. */

@@ -53,16 +53,25 @@ function save(content: string): Promise<ReloadOutcome | undefined> {
   return afterChange(() => writeFileSync(file, content));
 }
 
-/** Makes a change to the document's directory and waits for the watcher's reload. */
-async function afterChange(change: () => void): Promise<ReloadOutcome | undefined> {
-  const before = outcomes.length;
+/** Makes a change and waits until `watch` has handled it (a new entry in `seen`). */
+async function reloadAfter(
+  watch: WatchSession,
+  seen: ReloadOutcome[],
+  change: () => void,
+): Promise<ReloadOutcome | undefined> {
+  const before = seen.length;
   change();
   const deadline = Date.now() + 20_000;
-  while (outcomes.length === before && Date.now() < deadline) {
+  while (seen.length === before && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 20));
   }
-  await session.idle();
-  return outcomes.at(-1);
+  await watch.idle();
+  return seen.at(-1);
+}
+
+/** Makes a change to the document's directory and waits for the watcher's reload. */
+function afterChange(change: () => void): Promise<ReloadOutcome | undefined> {
+  return reloadAfter(session, outcomes, change);
 }
 
 beforeAll(async () => {
@@ -340,16 +349,8 @@ describe("watch mode with several documents", () => {
       await admin.end();
     }
   };
-  const saveFile = async (name: string, content: string) => {
-    const before = reloads.length;
-    writeFileSync(join(projectDir, name), content);
-    const deadline = Date.now() + 20_000;
-    while (reloads.length === before && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 20));
-    }
-    await project.idle();
-    return reloads.at(-1);
-  };
+  const saveFile = (name: string, content: string) =>
+    reloadAfter(project, reloads, () => writeFileSync(join(projectDir, name), content));
 
   beforeAll(async () => {
     projectDir = mkdtempSync(join(tmpdir(), "watch-project-"));

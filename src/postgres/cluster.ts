@@ -216,7 +216,8 @@ function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
   });
 }
 
-function isAlive(pid: number | undefined): boolean {
+/** Whether a process runs (a zombie, which has finished, does not). */
+export function isAlive(pid: number | undefined): boolean {
   if (pid === undefined) return false;
   try {
     process.kill(pid, 0);

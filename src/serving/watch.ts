@@ -46,30 +46,19 @@ import {
   applySessionSettings,
   createDatabase,
   LOCAL_SESSION_SETTINGS,
+  type LocalDeploymentOptions,
   loadDocuments,
   runDatabaseTests,
 } from "./deploy.js";
-import {
-  type IdentityMode,
-  identitySettings,
-  type PostgrestProcess,
-  startPostgrest,
-} from "./postgrest.js";
+import { identitySettings, type PostgrestProcess, startPostgrest } from "./postgrest.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 
-export interface WatchOptions {
-  /** One document instead of the project's list. */
-  file?: string;
-  /** The project's directory, with its package.json (default: the working directory). */
-  cwd?: string;
-  /** The document's migrations (default: migrations/ beside it). */
-  migrationsDir?: string;
-  port?: number;
-  tests?: boolean;
-  fixtures?: boolean;
-  pgBin?: string;
-  /** How requests are identified (default pre-request; see sessions.sql.md). */
-  identity?: IdentityMode;
+/** What a watch session shares with deploy-local: the project, ports, blocks, binaries, identity. */
+export interface WatchOptions
+  extends Pick<
+    LocalDeploymentOptions,
+    "file" | "cwd" | "migrationsDir" | "port" | "tests" | "fixtures" | "pgBin" | "identity"
+  > {
   /** How long the files must stay unchanged before a reload starts (ms). */
   settleMs?: number;
   /**
