@@ -135,14 +135,16 @@ export async function startPgBouncer(
   };
 }
 
+let clockTicks: number | undefined;
+
 /** User plus system CPU time of a process so far, in microseconds (Linux /proc). */
 export function cpuMicroseconds(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   // The fields after the command name, which is in parentheses and may hold spaces.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime
-  const hz = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
-  return (ticks / hz) * 1e6;
+  clockTicks ??= Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }));
+  return (ticks / clockTicks) * 1e6;
 }
 
 export interface PgbenchRun {
