@@ -211,8 +211,16 @@ export class RawClient {
   private buffer = Buffer.alloc(0);
   private readonly messages: BackendMessage[] = [];
   private waiter: (() => void) | undefined;
+  /** The gateway closed the connection (at its login deadline, say). */
+  private closed = false;
 
   private constructor(readonly socket: Socket) {
+    const ended = () => {
+      this.closed = true;
+      this.waiter?.();
+    };
+    socket.on("close", ended);
+    socket.on("error", ended);
     socket.on("data", (chunk: Buffer) => {
       this.buffer = Buffer.concat([this.buffer, chunk]);
       while (this.buffer.length >= 5) {
@@ -280,6 +288,7 @@ export class RawClient {
     for (;;) {
       const index = this.messages.findIndex(done);
       if (index >= 0) return this.messages.splice(0, index + 1);
+      if (this.closed) throw new Error("the gateway closed the connection");
       if (Date.now() > deadline) throw new Error("no answer from the gateway");
       await new Promise<void>((resolve) => {
         this.waiter = resolve;
