@@ -29,6 +29,7 @@ interface DeployLocalFlags {
   oidcAudience?: string;
   oidcKeys?: string;
   gateway: boolean;
+  mail: boolean;
   gatewayPort?: string;
   pgwebBackendPort?: string;
 }
@@ -137,6 +138,10 @@ export function deployLocalCommand(): Command {
       "--no-gateway",
       "do not start the database doors (the psql gateway and pgweb's backend)",
     )
+    .option(
+      "--no-mail",
+      "do not start mail (the mailer and the local SMTP server whose messages /mail/ lists)",
+    )
     .option("--gateway-port <port>", "the gateway's port on 127.0.0.1 (default: a free one)")
     .option("--pgweb-backend-port <port>", "pgweb's connect backend's port (default: a free one)")
     .option(
@@ -179,6 +184,7 @@ async function runDeployLocal(flags: DeployLocalFlags): Promise<void> {
     identity: flags.identity,
     ...(sso ? { sso } : {}),
     gateway: flags.gateway,
+    mail: flags.mail,
     ...(gatewayPort ? { gatewayPort } : {}),
     ...(pgwebBackendPort ? { pgwebBackendPort } : {}),
   };
@@ -218,6 +224,11 @@ async function runDeployLocal(flags: DeployLocalFlags): Promise<void> {
     ...(await usersLine(deployment)),
     databaseLine(cluster.psqlCommand(deployment.database)),
     ...(doors ? await doorLines(deployment) : []),
+    ...(deployment.mail
+      ? [
+          `mail:  ${deployment.mail.pageUrl}   (what the application sent; nothing leaves this machine)`,
+        ]
+      : []),
     `logs:  ${cluster.logFile} ${postgrest.logFile}`,
     "Press Ctrl-C to stop and remove everything.",
   ];

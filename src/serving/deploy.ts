@@ -18,6 +18,8 @@ import { type ConnectBackend, startConnectBackend } from "../gateway/pgweb.js";
 import { randomPassword, scramVerifier } from "../gateway/scram.js";
 import { type AccessTokenOptions, type Gateway, startGateway } from "../gateway/server.js";
 import { upstreamAddress } from "../gateway/upstream.js";
+import { type MailCatcher, startMailCatcher } from "../mail/catcher.js";
+import { type Mailer, startMailer } from "../mail/mailer.js";
 import { freePort } from "../net.js";
 import { type Cluster, startCluster } from "../postgres/cluster.js";
 import { withClient } from "../postgres/db.js";
@@ -68,6 +70,12 @@ export interface LocalDeploymentOptions {
   gateway?: boolean;
   gatewayPort?: number;
   pgwebBackendPort?: number;
+  /**
+   * Mail (default true, when the documents have email.sql.md and the cluster
+   * is a throwaway one): a local SMTP catcher, the mailer delivering to it,
+   * and the caught messages at /mail/.
+   */
+  mail?: boolean;
   /** Progress lines; default: none. */
   log?: (line: string) => void;
 }
@@ -95,6 +103,8 @@ export interface LocalDeployment {
   readonly testsSkippedBecause: string | undefined;
   /** The database doors, when started (see LocalDeploymentOptions.gateway). */
   readonly doors: LocalDoors | undefined;
+  /** Mail, when started (see LocalDeploymentOptions.mail). */
+  readonly mail: LocalMail | undefined;
   /** A new superuser connection to the application database; the caller ends it. */
   connect(): Promise<pg.Client>;
   stop(): Promise<void>;
@@ -109,7 +119,55 @@ export interface LocalDoors {
   psqlCommand(user: string): string;
 }
 
+export interface LocalMail {
+  /** The local SMTP server that keeps every message. */
+  catcher: MailCatcher;
+  mailer: Mailer;
+  /** The page that lists the caught messages. */
+  pageUrl: string;
+}
+
 export const DEFAULT_DATABASE = "app";
+
+/**
+ * Starts mail for a deployment's database, if it has the email document:
+ * links lead to `linkBase`, the mailer (as the mailer role) delivers to a
+ * local catcher, and the front proxy shows what was caught at /mail/.
+ */
+export async function startLocalMail(
+  cluster: Cluster,
+  database: string,
+  proxy: FrontProxy,
+  linkBase: string,
+  log: (line: string) => void,
+): Promise<LocalMail | undefined> {
+  const password = randomPassword();
+  const present = await withClient(cluster.connectionConfig(database), async (admin) => {
+    const { rows } = await admin.query("select to_regclass('auth.outbox') is not null as present");
+    if (!rows[0]?.present) return false;
+    await admin.query(
+      `alter role mailer password ${admin.escapeLiteral(await scramVerifier(password))}`,
+    );
+    await admin.query("update auth.settings set link_base_url = $1", [linkBase]);
+    return true;
+  });
+  if (!present) return undefined;
+  const catcher = await startMailCatcher();
+  let mailer: Mailer;
+  try {
+    mailer = await startMailer({
+      connection: { ...cluster.connectionConfig(database), user: "mailer", password },
+      smtpUrl: catcher.url,
+      from: "no-reply@localhost",
+      log,
+    });
+  } catch (error) {
+    await catcher.close();
+    throw error;
+  }
+  proxy.addPages(catcher.serve);
+  return { catcher, mailer, pageUrl: `${proxy.url}/mail/` };
+}
 
 /** Starts the gateway and pgweb's backend for a deployment's database, if it has doors. */
 export async function startDoors(
@@ -421,8 +479,26 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
         throw error;
       }
     }
+    let mail: LocalMail | undefined;
+    if ((options.mail ?? true) && !options.existingServer) {
+      try {
+        mail = await startLocalMail(
+          cluster,
+          database,
+          proxy,
+          proxy.demoUrl ?? `${proxy.url}/`,
+          log,
+        );
+      } catch (error) {
+        await doors?.pgweb.close();
+        await doors?.gateway.close();
+        await postgrest.stop();
+        throw error;
+      }
+    }
     return {
       doors,
+      mail,
       cluster,
       postgrest,
       proxy,
@@ -440,6 +516,8 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
       },
       stop: async () => {
         await proxy.close();
+        await mail?.mailer.stop();
+        await mail?.catcher.close();
         await doors?.pgweb.close();
         await doors?.gateway.close();
         await postgrest.stop();

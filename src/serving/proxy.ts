@@ -22,6 +22,11 @@ export interface FrontProxy {
    * or after the timeout (false). Stop a replaced PostgREST only after this.
    */
   drained(port: number, timeoutMs?: number): Promise<boolean>;
+  /**
+   * Adds pages of the toolkit's own beside the API (deploy-local's /mail/):
+   * the handler answers and returns true, or returns false to pass.
+   */
+  addPages(handler: (req: http.IncomingMessage, res: http.ServerResponse) => boolean): void;
   close(): Promise<void>;
 }
 
@@ -251,6 +256,7 @@ export async function startFrontProxy(
   let target = targetPort;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const inFlight = new InFlight();
+  const pages: Array<(req: http.IncomingMessage, res: http.ServerResponse) => boolean> = [];
 
   /**
    * Sends one request upstream. A failure before any answer is retried once
@@ -313,6 +319,7 @@ export async function startFrontProxy(
 
   const server = http.createServer(async (req, res) => {
     if (await serveDemo(req, res, demoDir)) return;
+    if (pages.some((page) => page(req, res))) return;
     if (target === undefined) {
       res.writeHead(503, { "content-type": "application/json" });
       res.end(JSON.stringify({ message: "no version of the document has loaded yet" }));
@@ -351,6 +358,9 @@ export async function startFrontProxy(
       target = next;
     },
     drained: (upstreamPort, timeoutMs = 10_000) => inFlight.drained(upstreamPort, timeoutMs),
+    addPages: (handler) => {
+      pages.push(handler);
+    },
     close,
   };
 }
