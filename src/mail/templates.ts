@@ -26,11 +26,11 @@ export function escapeHtml(value: string): string {
   return value.replace(/[&<>"']/g, (c) => ESCAPES[c] as string);
 }
 
-function fill(template: string, values: Record<string, string>, escape: boolean, where: string) {
+function fill(template: string, values: Record<string, string>, asHtml: boolean, where: string) {
   return template.replace(/\{\{\s*([a-z_]+)\s*\}\}/g, (_, name: string) => {
     const value = values[name];
     if (value === undefined) throw new Error(`${where}: no value for {{${name}}}`);
-    return escape ? escapeHtml(value) : value;
+    return asHtml ? escapeHtml(value) : value;
   });
 }
 
