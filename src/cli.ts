@@ -8,6 +8,7 @@ import { applyExitCodes } from "./commands/common.js";
 import { deployLocalCommand } from "./commands/deploy-local.js";
 import { gatewayCommand } from "./commands/gateway.js";
 import { initCommand } from "./commands/init.js";
+import { mailerCommand } from "./commands/mailer.js";
 import { md2sqlCommand } from "./commands/md2sql.js";
 import { migrateCommand } from "./commands/migrate.js";
 import { postgrestCommand } from "./commands/postgrest.js";
@@ -28,7 +29,8 @@ export function buildProgram(): Command {
     .addCommand(migrateCommand())
     .addCommand(postgrestConfCommand())
     .addCommand(postgrestCommand())
-    .addCommand(gatewayCommand());
+    .addCommand(gatewayCommand())
+    .addCommand(mailerCommand());
   applyExitCodes(program);
   return program;
 }

@@ -73,6 +73,8 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
   let stopping = false;
   let client: pg.Client | undefined;
   let wake: (() => void) | undefined;
+  // A notification that came while a message was in hand: look again at once.
+  let notified = false;
   let nextRetryAt = Number.POSITIVE_INFINITY;
 
   const connect = async (): Promise<pg.Client> => {
@@ -81,7 +83,10 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
       log(`mailer: database connection lost: ${error.message}`);
       wake?.();
     });
-    next.on("notification", () => wake?.());
+    next.on("notification", () => {
+      notified = true;
+      wake?.();
+    });
     await next.connect();
     await next.query("listen auth_mail");
     return next;
@@ -155,13 +160,21 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
       wake = done;
     });
 
+  let lastCleanup = 0;
   const loop = async () => {
     let backoff = 500;
     while (!stopping) {
       try {
         client ??= await connect();
         backoff = 500;
+        // Expired links and month-old messages go, once an hour.
+        if (Date.now() - lastCleanup > 3_600_000) {
+          lastCleanup = Date.now();
+          await client.query("select auth.mail_cleanup()");
+        }
+        notified = false;
         if (await deliverOne(client)) continue;
+        if (notified) continue;
         // Nothing due: wait for a notification, the next retry this mailer
         // scheduled (a retry already past was someone else's to send), or the poll.
         const now = Date.now();
