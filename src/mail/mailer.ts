@@ -151,6 +151,10 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
 
   const pause = (ms: number) =>
     new Promise<void>((resolve) => {
+      if (stopping) {
+        resolve();
+        return;
+      }
       const timer = setTimeout(done, ms);
       function done() {
         clearTimeout(timer);
@@ -193,6 +197,18 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
 
   // The first connection before returning: a wrong URL or role fails now.
   client = await connect();
+  const { rows } = await client.query<{ allowed: boolean | null }>(
+    "select has_function_privilege(to_regprocedure('auth.mail_next()'), 'execute') as allowed",
+  );
+  if (!rows[0]?.allowed) {
+    await client.end().catch(() => {});
+    transport.close();
+    throw new Error(
+      rows[0]?.allowed === null
+        ? "this database has no outbox (auth.mail_next): load email.sql.md"
+        : `the role ${String(options.connection.user ?? "given")} may not claim mail: connect as the mailer role`,
+    );
+  }
   const running = loop();
   return {
     get sent() {
