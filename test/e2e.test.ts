@@ -273,6 +273,79 @@ describe("demo page in Chromium", () => {
   });
 });
 
+/**
+ * Opens deploy-local's mail page in `page` and follows the newest link in
+ * the message to `email` whose subject matches, as a person reading their
+ * mail would (the page is reloaded until the message has arrived).
+ */
+async function followMailedLink(page: Page, email: string, subject: RegExp): Promise<void> {
+  const giveUpAt = Date.now() + 15_000;
+  for (;;) {
+    const response = await page.goto(`${apiUrl}/mail/`);
+    if (response?.status() !== 200) {
+      throw new Error(
+        `the mail page answered ${response?.status()}: these tests need deploy-local's mail (email.sql.md and its catcher)`,
+      );
+    }
+    const message = page.locator("article", { hasText: email }).filter({ hasText: subject });
+    if ((await message.count()) > 0) {
+      await message.first().locator("a").first().click();
+      return;
+    }
+    if (Date.now() > giveUpAt) throw new Error(`no message "${subject}" to ${email} arrived`);
+    await page.waitForTimeout(200);
+  }
+}
+
+describe("accounts by email in Chromium", () => {
+  it("register, open the caught mail, follow the link: verified", async () => {
+    const context = await newContext();
+    const page = await context.newPage();
+    const email = uniqueEmail("verify");
+    await register(page, email, "Vera");
+    await page.locator("#unverified").waitFor({ state: "visible" });
+    await screenshot(page, "06-unverified");
+    await followMailedLink(page, email, /Confirm your email address/);
+    await page.locator("#message", { hasText: "Your address is verified" }).waitFor();
+    await expectScreen(page, "signed-in");
+    await page.locator("#unverified").waitFor({ state: "hidden" });
+    expect(page.url(), "the token is taken out of the address bar").not.toContain("#");
+    await context.close();
+  });
+
+  it("forgot password, follow the link, set a new one: the old sessions are gone", async () => {
+    const email = uniqueEmail("forgot");
+    const laptop = await newContext();
+    const laptopPage = await laptop.newPage();
+    await register(laptopPage, email, "Fern");
+
+    const phone = await newContext();
+    const page = await phone.newPage();
+    await page.goto(demoUrl);
+    const form = page.locator("#forgot-form");
+    await form.locator('input[name="email"]').fill(email);
+    await form.locator('button[type="submit"]').click();
+    await page.locator("#message", { hasText: "Check your mail" }).waitFor();
+    await followMailedLink(page, email, /Reset your password/);
+    const reset = page.locator("#reset-form");
+    await reset.waitFor({ state: "visible" });
+    expect(page.url()).not.toContain("reset-password");
+    await reset.locator('input[name="new_password"]').fill("a fresh password 2");
+    await screenshot(page, "07-reset-password");
+    await reset.locator('button[type="submit"]').click();
+    await page.locator("#message", { hasText: "Your password is set" }).waitFor();
+    await expectScreen(page, "signed-in");
+    await expect(page.locator("#whoami-email").textContent()).resolves.toBe(email);
+
+    // The laptop's session ended with the reset.
+    await addTodoExpectingLogout(laptopPage);
+    await login(laptopPage, email, "a fresh password 2");
+    await expectScreen(laptopPage, "signed-in");
+    await laptop.close();
+    await phone.close();
+  });
+});
+
 /** Tries to add a todo and expects the page to discover that its session is gone. */
 async function addTodoExpectingLogout(page: Page): Promise<void> {
   const form = page.locator("#todo-form");

@@ -47,6 +47,13 @@ function explain(action, { status, body }) {
   }
 
   if (action === "register" && status === 409) return "An account with this email already exists.";
+  if (action === "link" && status === 400) {
+    return "This link no longer works: it was used, has expired, or a newer one was sent. Ask for a new one.";
+  }
+  if (action === "link" && status === 403) return detail || "This link is not for this account.";
+  if (action === "change-email" && status === 403) return "That is not your current password.";
+  if (status === 429 && /mail/.test(detail)) return "Too many messages asked for. Try again later.";
+  if (status === 409) return detail || "That conflicts with another account.";
   if (status === 400) return detail || "The server did not accept that input.";
   if (status === 401 || status === 403) return "Your session has ended. Please log in again.";
   return `Something went wrong (${status}${detail ? `: ${detail}` : ""}).`;
@@ -68,6 +75,8 @@ function showSignedOut() {
 function showSignedIn(user) {
   $("#whoami-name").textContent = user.name;
   $("#whoami-email").textContent = user.email;
+  // Present only with email.sql.md (GET /rpc/current_user says so).
+  $("#unverified").hidden = user.email_verified !== false;
   $("#whoami").hidden = false;
   $("#signed-out").hidden = true;
   $("#signed-in").hidden = false;
@@ -236,9 +245,98 @@ $("#register-form").addEventListener("submit", async (event) => {
   const result = await api("POST", "/rpc/register", { email, name, password });
   if (result.status >= 300) return showMessage(explain("register", result));
   event.target.reset();
-  showMessage("Welcome! Your account is ready.", "info");
+  showMessage(
+    result.body?.logged_in === false
+      ? "Welcome! Follow the link we sent to your address, then log in."
+      : "Welcome! Your account is ready.",
+    "info",
+  );
   await refreshEverything();
 });
+
+$("#forgot-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const { email } = formValues(event.target);
+  const result = await api("POST", "/rpc/request_password_reset", { email });
+  if (result.status >= 300) return showMessage(explain("forgot", result));
+  showMessage(`Check your mail: ${result.body.message}.`, "info");
+});
+
+$("#sign-in-link").addEventListener("click", async () => {
+  const form = $("#forgot-form");
+  if (!form.reportValidity()) return;
+  const result = await api("POST", "/rpc/request_sign_in_link", {
+    email: form.elements.email.value,
+  });
+  if (result.status >= 300) return showMessage(explain("forgot", result));
+  showMessage(`Check your mail: ${result.body.message}.`, "info");
+});
+
+$("#resend-verification").addEventListener("click", async () => {
+  const result = await api("POST", "/rpc/resend_verification", {});
+  if (result.status === 401) return sessionLost();
+  if (result.status >= 300) return showMessage(explain("resend", result));
+  showMessage("A new link is on its way to your address.", "info");
+});
+
+$("#change-email-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const { new_email, password } = formValues(event.target);
+  const result = await api("POST", "/rpc/change_email", { new_email, password });
+  if (result.status === 401) return sessionLost();
+  if (result.status >= 300) return showMessage(explain("change-email", result));
+  event.target.reset();
+  showMessage(`${result.body.message}.`, "info");
+});
+
+// Links from mail carry their token after "#": the fragment never reaches a
+// server log or another site's Referer. It is taken out of the address bar
+// at once and posted in a request body.
+let resetToken = null;
+
+$("#reset-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const { new_password } = formValues(event.target);
+  const result = await api("POST", "/rpc/reset_password", { token: resetToken, new_password });
+  if (result.status >= 300) return showMessage(explain("link", result));
+  resetToken = null;
+  event.target.reset();
+  event.target.hidden = true;
+  showMessage("Your password is set. Every other browser and device was logged out.", "info");
+  await refreshEverything();
+});
+
+async function followLink() {
+  const match = /^#(verify-email|reset-password|confirm-email|sign-in)=([A-Za-z0-9_-]+)$/.exec(
+    location.hash,
+  );
+  if (!match) return;
+  history.replaceState(null, "", location.pathname + location.search);
+  const [, kind, token] = match;
+  if (kind === "reset-password") {
+    resetToken = token;
+    $("#reset-form").hidden = false;
+    showMessage("Choose a new password for your account.", "info");
+    return;
+  }
+  const endpoint = {
+    "verify-email": "/rpc/verify_email",
+    "confirm-email": "/rpc/confirm_email_change",
+    "sign-in": "/rpc/sign_in_with_link",
+  }[kind];
+  const result = await api("POST", endpoint, { token });
+  if (result.status >= 300) return showMessage(explain("link", result));
+  showMessage(
+    {
+      "verify-email": "Your address is verified. Thank you!",
+      "confirm-email": `Your account now uses ${result.body.email}.`,
+      "sign-in": "You are logged in.",
+    }[kind],
+    "info",
+  );
+  await refreshEverything();
+}
+window.addEventListener("hashchange", followLink);
 
 $("#todo-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -289,4 +387,4 @@ window.addEventListener("focus", () => {
   if (currentUser) refreshEverything();
 });
 
-refreshEverything();
+followLink().finally(refreshEverything);
