@@ -21,6 +21,7 @@ import { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
 import { migrate } from "../src/document/migrate.js";
+import { startMailCatcher } from "../src/mail/catcher.js";
 import { freePort } from "../src/net.js";
 import { type Cluster, startCluster } from "../src/postgres/cluster.js";
 import { selfSignedCertificate } from "./support/certificate.js";
@@ -208,6 +209,59 @@ describe("production without Docker: systemd's PostgREST behind nginx with TLS",
     const page = await client.get("/demo/");
     expect(page.status).toBe(200);
     expect(page.text).toContain("<title>Todos");
+  });
+
+  it("delivers mail with the mailer started as mailer.service says, links leading to the https origin", async () => {
+    const origin = `https://localhost:${httpsPort}`;
+    const smtp = await startMailCatcher();
+    const etc = join(root, "etc", "postgrest");
+    const credentials = join(root, "credentials");
+    mkdirSync(credentials, { recursive: true });
+    writeFileSync(join(credentials, "smtp-url"), `${smtp.url}\n`, { mode: 0o600 });
+    writeFileSync(
+      join(etc, "mailer.env"),
+      `MAILER_DATABASE_URL=${cluster.uri("mailer", "app")}\nMAIL_FROM=Todos <no-reply@app.example.com>\n`,
+    );
+    const unit = readFileSync(join(PRODUCTION, "mailer.service"), "utf8");
+    expect(unitSetting(unit, "LoadCredential")).toBe("smtp-url:/etc/postgrest/smtp-url");
+    const environment = Object.fromEntries(
+      readFileSync(unitSetting(unit, "EnvironmentFile").replace("/etc/postgrest", etc), "utf8")
+        .split("\n")
+        .filter((l) => l.includes("="))
+        .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+    );
+    const [command, ...args] = unitSetting(unit, "ExecStart")
+      .replaceAll("/srv/app", join(root, "srv", "app"))
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: systemd's syntax, not JavaScript's
+      .replaceAll("${CREDENTIALS_DIRECTORY}", credentials)
+      .split(" ");
+    expect(command).toBe("/usr/bin/node");
+    const admin = new (await import("pg")).default.Client(cluster.connectionConfig("app"));
+    await admin.connect();
+    await admin.query("update auth.settings set link_base_url = $1", [`${origin}/demo/`]);
+    await admin.end();
+    const mailer = spawn(process.execPath, args, {
+      env: { ...process.env, ...environment },
+      stdio: "ignore",
+    });
+    try {
+      const email = `prod-mail-${Date.now()}@example.com`;
+      const client = new TestClient(origin, { dispatcher: insecure });
+      expect((await client.register(email, "Mail", "a production password")).status).toBe(200);
+      const message = await smtp.waitFor((m) => m.to.includes(email), 15_000);
+      expect(message.from).toBe("no-reply@app.example.com");
+      const token = new RegExp(`${origin}/demo/#verify-email=([A-Za-z0-9_-]{43})`).exec(
+        message.text,
+      )?.[1];
+      expect(token, message.text).toBeDefined();
+      const verified = await client.post("/rpc/verify_email", { token });
+      expect(verified.status, verified.text).toBe(200);
+    } finally {
+      const exited = new Promise((r) => mailer.once("exit", r));
+      mailer.kill("SIGTERM");
+      expect(await exited).toBe(0);
+      await smtp.close();
+    }
   });
 
   it("limits password checks per client address (a login flood with fresh emails)", async () => {
