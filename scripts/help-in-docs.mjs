@@ -9,7 +9,12 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 const ROOT = join(import.meta.dirname, "..");
-export const DOCUMENTS = ["docs/commands.md", "docs/single-sign-on.md", "docs/database-doors.md"];
+export const DOCUMENTS = [
+  "docs/commands.md",
+  "docs/single-sign-on.md",
+  "docs/database-doors.md",
+  "docs/email.md",
+];
 const MARKER =
   /(<!-- the output of: postgrest-sessions ([a-z0-9-]+) --help -->\n````\n)([\s\S]*?)(````)/g;
 

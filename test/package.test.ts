@@ -150,11 +150,11 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     expect(started.output).toContain("stopped; removed");
   }, 240_000);
 
-  it("scaffolds a project with single sign-on and the database doors (init --sso --doors) that is green at once", () => {
+  it("scaffolds a project with single sign-on, the database doors and accounts by email (init --sso --doors --email) that is green at once", () => {
     const project = join(work, "notes-with-doors");
     execFileSync(
       join(scratch, "node_modules", ".bin", "postgrest-sessions"),
-      ["init", project, "--sso", "--doors"],
+      ["init", project, "--sso", "--doors", "--email"],
       { stdio: "pipe" },
     );
     const manifest = JSON.parse(readFileSync(join(project, "package.json"), "utf8"));
@@ -162,13 +162,15 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
       "sessions.sql.md",
       "sso.sql.md",
       "doors.sql.md",
+      "email.sql.md",
       "app.sql.md",
     ]);
     expect(readFileSync(join(project, "app.sql.md"), "utf8")).toContain("auth.grant_door");
     const readme = readFileSync(join(project, "README.md"), "utf8");
     expect(readme).toContain("`doors.sql.md`: the database doors");
     expect(readme).toContain("`sso.sql.md`: single sign-on");
-    expect(readme).toContain("`migrations/NNN-name.sql.md`, from 005.");
+    expect(readme).toContain("`email.sql.md`: accounts by email");
+    expect(readme).toContain("`migrations/NNN-name.sql.md`, from 006.");
     execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], {
       cwd: project,
       stdio: "pipe",
@@ -183,6 +185,7 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     // The added documents' own pgTAP tests ran in the project's suite.
     expect(output).toContain("tests.test_door_access");
     expect(output).toContain("tests.test_single_sign_on");
+    expect(output).toContain("tests.test_password_reset");
   }, 240_000);
 
   it("refuses to init into a directory that is not empty", () => {

@@ -24,6 +24,8 @@ export interface InitOptions {
   doors?: boolean;
   /** Add single sign-on (sso.sql.md): an identity provider's tokens. Default false. */
   sso?: boolean;
+  /** Add accounts by email (email.sql.md): verification, reset, email change. Default false. */
+  email?: boolean;
   log?: (line: string) => void;
 }
 
@@ -43,6 +45,8 @@ const DESCRIPTIONS: Record<string, string> = {
   "sso.sql.md": "`sso.sql.md`: single sign-on with one OpenID Connect provider.",
   "doors.sql.md":
     "`doors.sql.md`: the database doors (psql and pgweb log in as the app's\n  users, once an account is given a door with `auth.grant_door`).",
+  "email.sql.md":
+    "`email.sql.md`: accounts by email (verification, forgotten passwords, email\n  change, sign-in links), delivered by `postgrest-sessions mailer`.",
   "app.sql.md": "`app.sql.md`: this application, a table of private notes to start from.",
 };
 
@@ -99,6 +103,7 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
     "sessions.sql.md",
     ...(options.sso ? ["sso.sql.md"] : []),
     ...(options.doors ? ["doors.sql.md"] : []),
+    ...(options.email ? ["email.sql.md"] : []),
     "app.sql.md",
   ];
   const vitest = toolkitPackage.devDependencies?.vitest ?? "3.2.7";
@@ -179,24 +184,33 @@ export function initCommand(): Command {
       "add the database doors (doors.sql.md): psql, other clients and pgweb log in as the app's users",
     )
     .option("--sso", "add single sign-on (sso.sql.md): log in with an identity provider's token")
-    .action((dir: string, flags: { lockfile: boolean; doors?: boolean; sso?: boolean }) =>
-      runAction(async () => {
-        await initProject(dir, {
-          lockfile: flags.lockfile,
-          doors: flags.doors === true,
-          sso: flags.sso === true,
-          log: (line) => process.stderr.write(`${line}\n`),
-        });
-        const cd = relative(process.cwd(), resolve(dir));
-        process.stdout.write(
-          [
-            `created ${cd || "."}:`,
-            ...(cd ? [`  cd ${cd}`] : []),
-            "  npm ci && npm start     # the API on http://127.0.0.1:3000",
-            "  npm ci && npm test      # its tests",
-            "",
-          ].join("\n"),
-        );
-      }),
+    .option(
+      "--email",
+      "add accounts by email (email.sql.md): verification, forgotten passwords, email change, sign-in links",
+    )
+    .action(
+      (
+        dir: string,
+        flags: { lockfile: boolean; doors?: boolean; sso?: boolean; email?: boolean },
+      ) =>
+        runAction(async () => {
+          await initProject(dir, {
+            lockfile: flags.lockfile,
+            doors: flags.doors === true,
+            sso: flags.sso === true,
+            email: flags.email === true,
+            log: (line) => process.stderr.write(`${line}\n`),
+          });
+          const cd = relative(process.cwd(), resolve(dir));
+          process.stdout.write(
+            [
+              `created ${cd || "."}:`,
+              ...(cd ? [`  cd ${cd}`] : []),
+              "  npm ci && npm start     # the API on http://127.0.0.1:3000",
+              "  npm ci && npm test      # its tests",
+              "",
+            ].join("\n"),
+          );
+        }),
     );
 }
