@@ -280,22 +280,17 @@ describe("the worked example in migrations/README.md", () => {
     "..",
     "migrations",
     "examples",
-    "005-todo-due-date.sql.md",
+    "006-todo-due-date.sql.md",
   );
 
   /** A project directory like this repository's, with or without the example migration. */
   function scratchProject(dir: string, withExample: boolean): string {
-    for (const file of [
-      "package.json",
-      "sessions.sql.md",
-      "sso.sql.md",
-      "doors.sql.md",
-      "app.sql.md",
-    ]) {
+    const manifest = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8"));
+    for (const file of ["package.json", ...manifest["postgrest-sessions"].documents]) {
       writeFileSync(join(dir, file), readFileSync(join(ROOT, file)));
     }
     if (withExample) {
-      writeFileSync(join(dir, "migrations", "005-todo-due-date.sql.md"), readFileSync(example));
+      writeFileSync(join(dir, "migrations", "006-todo-due-date.sql.md"), readFileSync(example));
     }
     return dir;
   }
@@ -311,7 +306,7 @@ describe("the worked example in migrations/README.md", () => {
     expect(upgrade.pgtap?.functions.map((f) => f.functionName)).toContain(
       "tests.test_todo_due_date",
     );
-    expect(upgrade.applied.map((m) => m.fileName)).toEqual(["5_todo-due-date.sql"]);
+    expect(upgrade.applied.map((m) => m.fileName)).toEqual(["6_todo-due-date.sql"]);
     const due = await query("select due from api.todos limit 0");
     expect(due.fields.map((f) => f.name)).toContain("due");
     const kept = await query(
@@ -328,8 +323,9 @@ describe("the worked example in migrations/README.md", () => {
       "1_sessions.sql",
       "2_sso.sql",
       "3_doors.sql",
-      "4_app.sql",
-      "5_todo-due-date.sql",
+      "4_email.sql",
+      "5_app.sql",
+      "6_todo-due-date.sql",
     ]);
     const due = await query("select due from api.todos limit 0");
     expect(due.fields.map((f) => f.name)).toContain("due");
@@ -393,7 +389,7 @@ describe("migrate with the real application", () => {
       expect(await me()).toBe(200);
 
       writeFileSync(
-        join(dir, "migrations", "005-todo-priority.sql.md"),
+        join(dir, "migrations", "006-todo-priority.sql.md"),
         "Todos get a priority.\n\n```sql\nalter table app.todos add column priority int not null default 0;\n```\n",
       );
       const upgrade = await migrate({
@@ -401,7 +397,7 @@ describe("migrate with the real application", () => {
         cwd: ROOT,
         migrationsDir: join(dir, "migrations"),
       });
-      expect(upgrade.applied.map((m) => m.fileName)).toEqual(["5_todo-priority.sql"]);
+      expect(upgrade.applied.map((m) => m.fileName)).toEqual(["6_todo-priority.sql"]);
       await postgrest.reloadSchema();
       expect(await me()).toBe(200);
     } finally {
@@ -436,7 +432,7 @@ describe("migrate with the real application", () => {
       migrationsDir: join(dir, "migrations"),
       withTests: true,
     });
-    expect(result.applied).toHaveLength(4);
+    expect(result.applied).toHaveLength(5);
     // pgTAP is not superuser-only, and the tests need no superuser either.
     expect(result.pgtap?.ok, JSON.stringify(result.pgtap?.functions.filter((f) => !f.ok))).toBe(
       true,

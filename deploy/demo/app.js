@@ -75,8 +75,11 @@ function showSignedOut() {
 function showSignedIn(user) {
   $("#whoami-name").textContent = user.name;
   $("#whoami-email").textContent = user.email;
-  // Present only with email.sql.md (GET /rpc/current_user says so).
-  $("#unverified").hidden = user.email_verified !== false;
+  // With email.sql.md, GET /rpc/email_status says whether the address is proven.
+  $("#unverified").hidden = true;
+  api("GET", "/rpc/email_status").then((status) => {
+    $("#unverified").hidden = !(status.status === 200 && status.body.email_verified === false);
+  });
   $("#whoami").hidden = false;
   $("#signed-out").hidden = true;
   $("#signed-in").hidden = false;

@@ -94,6 +94,8 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
 
   /** Sends the next due message; false when none was due. */
   const deliverOne = async (db: pg.Client): Promise<boolean> => {
+    // Requests become messages with links, committed before any is sent.
+    await db.query("select auth.mail_resolve()");
     await db.query("begin");
     try {
       const { rows } = await db.query<OutboxMessage>("select * from auth.mail_next()");
