@@ -29,6 +29,7 @@ const SUITES = [
   "test/hardening.test.ts",
   "test/gateway.test.ts",
   "test/door-abuse.test.ts",
+  "test/email.test.ts",
 ];
 
 const USAGE = `usage: npm run test:compat -- [options]

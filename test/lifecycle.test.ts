@@ -268,12 +268,26 @@ describe("deploy-local command", () => {
         body: JSON.stringify({ email: "alice@example.com", password: "correct horse battery" }),
       });
       expect(login.status).toBe(200);
+      // The printed mail page shows what the application sent.
+      const forgot = await fetch(`${url}/rpc/request_password_reset`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "bob@example.com" }),
+      });
+      expect(forgot.status).toBe(200);
+      let page = "";
+      for (let i = 0; i < 100 && !page.includes("#reset-password="); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        page = await (await fetch(`${url}/mail/`)).text();
+      }
+      expect(page).toMatch(/to bob@example\.com[\s\S]*#reset-password=[A-Za-z0-9_-]{43}/);
     });
     expect(["exit 0", "SIGINT"], output).toContain(ended);
     const dir = /^cluster directory (\S+)/m.exec(output)?.[1] as string;
     expect(existsSync(dir), `${dir} removed`).toBe(false);
     expect(output).toMatch(/^users: alice@example\.com, bob@example\.com/m);
     expect(output).toMatch(/^gateway: psql /m);
+    expect(output).toMatch(/^mail: {2}http:\/\/127\.0\.0\.1:\d+\/mail\/ /m);
     expect(output).toContain("stopped; removed");
   }, 60_000);
 
