@@ -159,6 +159,8 @@ describe("a forgotten password", () => {
     );
     const doorEnded = new Promise<void>((resolve) => door.once("end", () => resolve()));
     expect((await door.query("select 1 as one")).rows[0].one).toBe(1);
+    const ticket = await user.client.post("/rpc/pgweb_ticket");
+    expectStatus(ticket, 200);
 
     const browser = new TestClient(api);
     const before = lastMailId();
@@ -181,6 +183,11 @@ describe("a forgotten password", () => {
         setTimeout(() => reject(new Error("the door connection outlived the reset")), 5_000),
       ),
     ]);
+    const redeemed = await admin.query(
+      "select * from auth.door_redeem_ticket($1, 'email test', '127.0.0.1')",
+      [ticket.body.ticket],
+    );
+    expect(redeemed.rows, "the pgweb ticket died with its session").toEqual([]);
     const me = await browser.get("/rpc/email_status");
     expect(me.body.email_verified, shown(me)).toBe(true);
     expectStatus(await new TestClient(api).login(user.email, "a brand new password"), 200);
