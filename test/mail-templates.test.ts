@@ -5,7 +5,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MailTemplates } from "../src/mail/templates.js";
 
 const values = {
@@ -15,8 +15,12 @@ const values = {
   new_email: "ada@new.example",
   link: "https://todos.example/demo/#reset-password=abc",
 };
-const dir = mkdtempSync(join(tmpdir(), "mail-templates-"));
+let dir: string;
 
+// Made when the tests run, not when the file is collected.
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "mail-templates-"));
+});
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("mail templates", () => {
