@@ -43,6 +43,7 @@ import {
 } from "./bench/identity.js";
 import { measureHonestBursts, measureLoginCapacity, registerBenchUser } from "./bench/logins.js";
 import { type BenchSettings, benchSettings, log } from "./bench/options.js";
+import { measureReplicas, replicaLines } from "./bench/replicas.js";
 import { burstLines, gatewayLines, identityLines, printReport, svgChart } from "./bench/report.js";
 import { machine } from "./bench/stats.js";
 
@@ -153,6 +154,20 @@ function throughputSettings(settings: BenchSettings) {
   };
 }
 
+/** Read replicas only (--only replicas). */
+async function benchReplicas(bench: Bench): Promise<void> {
+  const { settings } = bench;
+  const replicas = await measureReplicas(bench.deployment, bench.db, bench.user, settings);
+  const result = {
+    machine: machine(),
+    deployment_settings: settings.settings,
+    ...replicas,
+    total_seconds: Math.round((performance.now() - bench.started) / 1000),
+  };
+  writeFileSync(settings.outFile, `${JSON.stringify(result, null, 2)}\n`);
+  process.stdout.write(`${replicaLines(replicas).join("\n")}\nwrote ${settings.outFile}\n`);
+}
+
 /** What identity costs, alone (--only identity). */
 async function benchIdentity(bench: Bench, processes: PostgrestProcess[]): Promise<void> {
   const { db, settings } = bench;
@@ -228,7 +243,12 @@ async function main(): Promise<void> {
   const settings = benchSettings();
   const started = performance.now();
   log("deploying the project ...");
-  const deployment = await deployLocal({ port: await freePort(), tests: false, fixtures: false });
+  const deployment = await deployLocal({
+    port: await freePort(),
+    tests: false,
+    fixtures: false,
+    replicas: settings.only === "replicas" ? 1 : 0,
+  });
   const db = await deployment.connect();
   const processes: PostgrestProcess[] = [];
   try {
@@ -245,6 +265,7 @@ async function main(): Promise<void> {
     if (settings.only === "bursts") await benchBursts(bench);
     else if (settings.only === "gateway") await benchGateway(bench);
     else if (settings.only === "identity") await benchIdentity(bench, processes);
+    else if (settings.only === "replicas") await benchReplicas(bench);
     else await benchEverything(bench, processes);
   } finally {
     await db.end();

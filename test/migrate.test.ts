@@ -419,7 +419,8 @@ describe("migrate with the real application", () => {
     await admin.query(`do $$ declare r text; begin
       if current_setting('server_version_num')::int >= 160000 then
         for r in select rolname from pg_roles where rolname in ('authenticator', 'anonymous', 'webuser',
-          'auth_owner', 'api_owner', 'app_owner', 'gateway', 'door_admin', 'door_guard', 'door_users') loop
+          'auth_owner', 'api_owner', 'app_owner', 'gateway', 'door_admin', 'door_guard', 'door_users',
+          'mailer') loop
           execute format('grant %I to deployer with admin option', r);
         end loop;
       end if; end $$`);

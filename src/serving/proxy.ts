@@ -18,6 +18,12 @@ export interface FrontProxy {
   /** Send new requests to PostgREST on this port (in-flight ones finish where they are). */
   setTarget(port: number): void;
   /**
+   * Send reads (GET, HEAD) to these PostgRESTs in turn (PostgRESTs of read
+   * replicas), except from a client that wrote in the last READ_OWN_WRITES_SECONDS:
+   * it reads from the primary's, and sees its own writes.
+   */
+  setReadTargets(ports: number[]): void;
+  /**
    * Resolves once no request is in flight to PostgREST on this port (true),
    * or after the timeout (false). Stop a replaced PostgREST only after this.
    */
@@ -120,6 +126,20 @@ function endToEndRawHeaders(raw: string[]): string[] {
 }
 
 const SESSION_COOKIES = ["session_token", "__Host-session_token"];
+
+/**
+ * With read replicas, a client that wrote (a login, a new todo) reads from
+ * the primary for this long, so that it never reads a replica that has not
+ * replayed its write yet (replication takes milliseconds; see
+ * docs/production.md, "Scaling out"). A cookie, because it must follow the
+ * browser, not a connection.
+ */
+export const READ_OWN_WRITES_SECONDS = 2;
+export const READ_OWN_WRITES_COOKIE = "pgs_read_primary";
+
+function hasCookie(header: string | undefined, name: string): boolean {
+  return (header ?? "").split(";").some((pair) => pair.trim().startsWith(`${name}=`));
+}
 
 /**
  * A Cookie header without the session cookie when it comes more than once.
@@ -254,6 +274,8 @@ export async function startFrontProxy(
 ): Promise<FrontProxy> {
   await assertPortFree(port);
   let target = targetPort;
+  let readTargets: number[] = [];
+  let nextRead = 0;
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const inFlight = new InFlight();
   const pages: Array<(req: http.IncomingMessage, res: http.ServerResponse) => boolean> = [];
@@ -271,7 +293,11 @@ export async function startFrontProxy(
     body: Buffer,
     attempt: number,
   ): void => {
-    const upstreamPort = target as number;
+    const read = req.method === "GET" || req.method === "HEAD";
+    const fromReplica =
+      read && readTargets.length > 0 && !hasCookie(req.headers.cookie, READ_OWN_WRITES_COOKIE);
+    if (fromReplica) nextRead = (nextRead + 1) % readTargets.length;
+    const upstreamPort = fromReplica ? (readTargets[nextRead] as number) : (target as number);
     const settle = inFlight.start(upstreamPort);
     const upstream = http.request(
       {
@@ -288,11 +314,14 @@ export async function startFrontProxy(
           answerUnavailable(answer, res, settle);
           return;
         }
-        res.writeHead(
-          answer.statusCode ?? 502,
-          answer.statusMessage,
-          endToEndRawHeaders(answer.rawHeaders),
-        );
+        const headers = endToEndRawHeaders(answer.rawHeaders);
+        if (!read && readTargets.length > 0) {
+          headers.push(
+            "set-cookie",
+            `${READ_OWN_WRITES_COOKIE}=1; Path=/; Max-Age=${READ_OWN_WRITES_SECONDS}; HttpOnly; SameSite=Lax`,
+          );
+        }
+        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
         answer.pipe(res);
         answer.once("end", settle);
         answer.once("error", settle);
@@ -302,7 +331,7 @@ export async function startFrontProxy(
     upstream.on("error", (error: NodeJS.ErrnoException) => {
       settle();
       const stale = upstream.reusedSocket && error.code === "ECONNRESET";
-      const replaced = target !== upstreamPort && error.code === "ECONNREFUSED";
+      const replaced = !fromReplica && target !== upstreamPort && error.code === "ECONNREFUSED";
       if (!res.headersSent && attempt === 1 && (stale || replaced) && target !== undefined) {
         forward(req, res, body, attempt + 1);
         return;
@@ -356,6 +385,9 @@ export async function startFrontProxy(
     demoUrl: demoDir === undefined ? undefined : `http://127.0.0.1:${port}/demo/`,
     setTarget: (next) => {
       target = next;
+    },
+    setReadTargets: (ports) => {
+      readTargets = [...ports];
     },
     drained: (upstreamPort, timeoutMs = 10_000) => inFlight.drained(upstreamPort, timeoutMs),
     addPages: (handler) => {
