@@ -105,9 +105,16 @@ export async function measureReplicas(
         await new Promise((r) => setTimeout(r, 1));
       }
       const revokedAt = performance.now();
+      // As a production server commits (synchronous_commit = on): the WAL
+      // is written at commit, and streamed at once. A throwaway cluster
+      // commits asynchronously, which delays the stream by up to
+      // wal_writer_delay (200 ms).
+      await db.query("begin");
+      await db.query("set local synchronous_commit = on");
       await db.query("update auth.sessions set revoked = now() where token_hash = $1", [
         createHash("sha256").update(token).digest(),
       ]);
+      await db.query("commit");
       while ((await status(replicaUrl, token)) === 200) {
         if (performance.now() - revokedAt > 10_000) throw new Error("a revocation took over 10 s");
       }
