@@ -20,9 +20,16 @@ let admin: pg.Client;
 let first: Door;
 let second: Door;
 let secondGateway: Gateway;
+/** What the two gateways said, shown when a test fails. */
+const said: string[] = [];
 
 beforeAll(async () => {
-  deployment = await deployLocal({ port: await freePort(), tests: false, mail: false });
+  deployment = await deployLocal({
+    port: await freePort(),
+    tests: false,
+    mail: false,
+    log: (line) => said.push(`first: ${line}`),
+  });
   admin = await deployment.connect();
   const doors = deployment.doors;
   if (!doors) throw new Error("deploy-local started no doors");
@@ -31,6 +38,7 @@ beforeAll(async () => {
   secondGateway = await startGateway({
     control: doors.control,
     upstream: upstreamAddress(String(config.host), Number(config.port), deployment.database),
+    log: (line) => said.push(`second: ${line}`),
   });
   first = { host: doors.gateway.host, port: doors.gateway.port, database: deployment.database };
   second = { host: secondGateway.host, port: secondGateway.port, database: deployment.database };
@@ -78,7 +86,13 @@ describe("two gateways on one database", () => {
       ]);
       try {
         for (const client of clients) {
-          const { rows } = await client.query("select auth.current_user_id() as id");
+          const { rows } = await client
+            .query("select auth.current_user_id() as id")
+            .catch((error) => {
+              throw new Error(
+                `${error.message}; the gateways said:\n${said.slice(-20).join("\n")}`,
+              );
+            });
           expect(Number(rows[0].id)).toBe(user.userId);
         }
       } finally {

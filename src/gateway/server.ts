@@ -394,10 +394,12 @@ class DoorGateway {
           this.end(relay, fatal(relay.state.ready ? "25P03" : "57014", why));
         }
       }
+      // Only the connections asked about: one that opens while the
+      // question is out was not in it, and is not ended for that.
+      const asked = [...this.relays].filter((relay) => !relay.closed);
       const ids = new Set<number>();
       const active = new Set<number>();
-      for (const relay of this.relays) {
-        if (relay.closed) continue;
+      for (const relay of asked) {
         ids.add(relay.sessionId);
         if (relay.state.active) active.add(relay.sessionId);
         relay.state.active = false;
@@ -408,7 +410,7 @@ class DoorGateway {
         [[...ids], [...active]],
       );
       const alive = new Set(rows.map((r) => Number(r.id)));
-      for (const relay of this.relays) {
+      for (const relay of asked) {
         if (!alive.has(relay.sessionId)) {
           this.log(
             `gateway: session ${relay.sessionId} of ${relay.user} ended: closing its connection`,
