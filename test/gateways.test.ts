@@ -101,6 +101,42 @@ describe("two gateways on one database", () => {
     }
   });
 
+  it("do not end a connection that opened while the sessions of the others were being checked", async () => {
+    const user = await doorUser("poll-race");
+    const one = await connectPg(first, user.email, user.password);
+    const { rows } = await admin.query<{ id: string }>(
+      `select session_id as id from auth.sessions
+        where user_id = $1 and via = 'database: password' and revoked is null
+        order by session_id desc limit 1`,
+      [user.userId],
+    );
+    const sessionId = rows[0]?.id;
+    // Due for renewal: the gateway's next check writes its row, and waits
+    // while another transaction holds it.
+    await admin.query(
+      "update auth.sessions set expires = now() + interval '1 minute' where session_id = $1",
+      [sessionId],
+    );
+    const holder = await deployment.connect();
+    let two: pg.Client | undefined;
+    try {
+      await holder.query("begin");
+      await holder.query("select from auth.sessions where session_id = $1 for update", [sessionId]);
+      await one.query("select 1"); // activity: the check renews this session
+      await new Promise((r) => setTimeout(r, 600)); // the check is waiting now
+      two = await connectPg(first, user.email, user.password);
+      await holder.query("commit");
+      await new Promise((r) => setTimeout(r, 800)); // the check has answered
+      expect((await two.query("select 1 as ok")).rows[0].ok).toBe(1);
+      expect((await one.query("select 1 as ok")).rows[0].ok).toBe(1);
+    } finally {
+      await holder.query("rollback").catch(() => {});
+      await holder.end();
+      await one.end().catch(() => {});
+      await two?.end().catch(() => {});
+    }
+  });
+
   it("end the connections of both when the user logs out everywhere", async () => {
     const user = await doorUser("two-gateways-logout");
     const one = await connectPg(first, user.email, user.password);
