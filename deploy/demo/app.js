@@ -51,6 +51,9 @@ function explain(action, { status, body }) {
     return "This link no longer works: it was used, has expired, or a newer one was sent. Ask for a new one.";
   }
   if (action === "link" && status === 403) return detail || "This link is not for this account.";
+  if (action === "link" && status === 401) {
+    return "Log in to your account first, then open the link again.";
+  }
   if (action === "change-email" && status === 403) return "That is not your current password.";
   if (status === 429 && /mail/.test(detail)) return "Too many messages asked for. Try again later.";
   if (status === 409) return detail || "That conflicts with another account.";

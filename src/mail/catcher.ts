@@ -81,8 +81,13 @@ export async function startMailCatcher(options: MailCatcherOptions = {}): Promis
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => resolve());
+    server.listen(0, "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve();
+    });
   });
+  // A sender that goes away mid-message is its own problem, not the catcher's.
+  server.on("error", () => {});
   const address = server.server.address();
   const port = typeof address === "object" && address ? address.port : 0;
 
@@ -107,6 +112,8 @@ export async function startMailCatcher(options: MailCatcherOptions = {}): Promis
     });
 
   const serve = (req: http.IncomingMessage, res: http.ServerResponse): boolean => {
+    // Reads only: anything else under /mail is the application's.
+    if (req.method !== "GET" && req.method !== "HEAD") return false;
     const path = new URL(req.url ?? "/", "http://localhost").pathname;
     if (path === "/mail") {
       res.writeHead(301, { location: "/mail/" }).end();

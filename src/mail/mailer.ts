@@ -78,7 +78,14 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
   let nextRetryAt = Number.POSITIVE_INFINITY;
 
   const connect = async (): Promise<pg.Client> => {
-    const next = new pg.Client(options.connection);
+    const next = new pg.Client({
+      connectionTimeoutMillis: 10_000,
+      // A connection that died without a word (a network partition) is
+      // noticed, and a statement that never answers does not hold stop().
+      keepAlive: true,
+      query_timeout: 60_000,
+      ...options.connection,
+    });
     next.on("error", (error) => {
       log(`mailer: database connection lost: ${error.message}`);
       wake?.();
@@ -87,8 +94,13 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
       notified = true;
       wake?.();
     });
-    await next.connect();
-    await next.query("listen auth_mail");
+    try {
+      await next.connect();
+      await next.query("listen auth_mail");
+    } catch (error) {
+      await next.end().catch(() => {});
+      throw error;
+    }
     return next;
   };
 
@@ -106,14 +118,14 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
       }
       const data = message.data;
       const link = typeof data.link === "string" ? data.link : undefined;
-      const values: Record<string, string> = {
-        app: options.appName ?? (link ? new URL(link).host : "our service"),
-        email: message.to_address,
-        name: typeof data.name === "string" ? data.name : "",
-        link: link ?? "",
-        new_email: typeof data.new_email === "string" ? data.new_email : "",
-      };
       try {
+        const values: Record<string, string> = {
+          app: options.appName ?? (link ? new URL(link).host : "our service"),
+          email: message.to_address,
+          name: typeof data.name === "string" ? data.name : "",
+          link: link ?? "",
+          new_email: typeof data.new_email === "string" ? data.new_email : "",
+        };
         const mail = templates.render(message.template, values);
         await transport.sendMail({
           from: options.from,
@@ -172,14 +184,16 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
     while (!stopping) {
       try {
         client ??= await connect();
-        backoff = 500;
         // Expired links and month-old messages go, once an hour.
         if (Date.now() - lastCleanup > 3_600_000) {
           lastCleanup = Date.now();
           await client.query("select auth.mail_cleanup()");
         }
         notified = false;
-        if (await deliverOne(client)) continue;
+        const delivered = await deliverOne(client);
+        // A round that worked: the next failure waits the shortest again.
+        backoff = 500;
+        if (delivered) continue;
         if (notified) continue;
         // Nothing due: wait for a notification, the next retry this mailer
         // scheduled (a retry already past was someone else's to send), or the poll.
@@ -199,9 +213,15 @@ export async function startMailer(options: MailerOptions): Promise<Mailer> {
 
   // The first connection before returning: a wrong URL or role fails now.
   client = await connect();
-  const { rows } = await client.query<{ allowed: boolean | null }>(
-    "select has_function_privilege(to_regprocedure('auth.mail_next()'), 'execute') as allowed",
-  );
+  const { rows } = await client
+    .query<{ allowed: boolean | null }>(
+      "select has_function_privilege(to_regprocedure('auth.mail_next()'), 'execute') as allowed",
+    )
+    .catch(async (error: Error) => {
+      await client?.end().catch(() => {});
+      transport.close();
+      throw error;
+    });
   if (!rows[0]?.allowed) {
     await client.end().catch(() => {});
     transport.close();

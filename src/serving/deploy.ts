@@ -4,6 +4,7 @@
 import { randomBytes } from "node:crypto";
 import { availableParallelism } from "node:os";
 import pg from "pg";
+import { registerCleanup } from "../cleanup.js";
 import { loadSql, type SqlSource } from "../document/loader.js";
 import type { CompiledDocument } from "../document/md2sql.js";
 import { describeFailures, hasPgTap, type PgTapRun, runPgTap } from "../document/pgtap.js";
@@ -142,6 +143,8 @@ export interface LocalMail {
   mailer: Mailer;
   /** The page that lists the caught messages. */
   pageUrl: string;
+  /** The mailer (the message in hand finished), then the SMTP server. */
+  stop(): Promise<void>;
 }
 
 export const DEFAULT_DATABASE = "app";
@@ -183,7 +186,18 @@ export async function startLocalMail(
     throw error;
   }
   proxy.addPages(catcher.serve);
-  return { catcher, mailer, pageUrl: `${proxy.url}/mail/` };
+  // Before the database goes, on Ctrl-C too: cleanup runs newest first.
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      unregister();
+      await mailer.stop();
+      await catcher.close();
+    })();
+    return stopping;
+  };
+  const unregister = registerCleanup({ name: "the mailer", stop, lastResort: () => {} });
+  return { catcher, mailer, pageUrl: `${proxy.url}/mail/`, stop };
 }
 
 /** Starts the gateway and pgweb's backend for a deployment's database, if it has doors. */
@@ -543,8 +557,11 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
     const replicas: LocalReplica[] = [];
     const stopReplicas = async () => {
       for (const replica of replicas.splice(0)) {
-        await replica.postgrest.stop();
-        await replica.cluster.stop();
+        try {
+          await replica.postgrest.stop();
+        } finally {
+          await replica.cluster.stop();
+        }
       }
     };
     try {
@@ -604,8 +621,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
       },
       stop: async () => {
         await proxy.close();
-        await mail?.mailer.stop();
-        await mail?.catcher.close();
+        await mail?.stop();
         await doors?.pgweb.close();
         await doors?.gateway.close();
         await stopReplicas();

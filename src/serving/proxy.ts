@@ -178,6 +178,7 @@ function answerUnavailable(
   answer: http.IncomingMessage,
   res: http.ServerResponse,
   settle: () => void,
+  extraHeaders: string[],
 ): void {
   const chunks: Buffer[] = [];
   answer.on("data", (chunk: Buffer) => chunks.push(chunk));
@@ -202,6 +203,7 @@ function answerUnavailable(
     }
     res.writeHead(503, answer.statusMessage, [
       ...kept,
+      ...extraHeaders,
       "content-length",
       String(Buffer.byteLength(body)),
     ]);
@@ -298,6 +300,15 @@ export async function startFrontProxy(
       read && readTargets.length > 0 && !hasCookie(req.headers.cookie, READ_OWN_WRITES_COOKIE);
     if (fromReplica) nextRead = (nextRead + 1) % readTargets.length;
     const upstreamPort = fromReplica ? (readTargets[nextRead] as number) : (target as number);
+    // A write (whatever its answer: it may have committed) makes the client
+    // read from the primary for a moment.
+    const afterWrite =
+      !read && readTargets.length > 0
+        ? [
+            "set-cookie",
+            `${READ_OWN_WRITES_COOKIE}=1; Path=/; Max-Age=${READ_OWN_WRITES_SECONDS}; HttpOnly; SameSite=Lax`,
+          ]
+        : [];
     const settle = inFlight.start(upstreamPort);
     const upstream = http.request(
       {
@@ -311,17 +322,13 @@ export async function startFrontProxy(
       },
       (answer) => {
         if (answer.statusCode === 503) {
-          answerUnavailable(answer, res, settle);
+          answerUnavailable(answer, res, settle, afterWrite);
           return;
         }
-        const headers = endToEndRawHeaders(answer.rawHeaders);
-        if (!read && readTargets.length > 0) {
-          headers.push(
-            "set-cookie",
-            `${READ_OWN_WRITES_COOKIE}=1; Path=/; Max-Age=${READ_OWN_WRITES_SECONDS}; HttpOnly; SameSite=Lax`,
-          );
-        }
-        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, headers);
+        res.writeHead(answer.statusCode ?? 502, answer.statusMessage, [
+          ...endToEndRawHeaders(answer.rawHeaders),
+          ...afterWrite,
+        ]);
         answer.pipe(res);
         answer.once("end", settle);
         answer.once("error", settle);
@@ -337,7 +344,7 @@ export async function startFrontProxy(
         return;
       }
       if (!res.headersSent) {
-        res.writeHead(502, { "content-type": "application/json" });
+        res.writeHead(502, ["content-type", "application/json", ...afterWrite]);
         res.end(JSON.stringify({ message: `PostgREST is not answering: ${error.message}` }));
       } else {
         res.destroy(error);
