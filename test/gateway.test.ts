@@ -29,6 +29,7 @@ import {
   RawClient,
   runPsql,
   runPsqlAt,
+  sendCancel,
 } from "./support/gateway.js";
 
 const api = inject("apiUrl");
@@ -238,23 +239,13 @@ suite("psql works as it does against PostgreSQL", () => {
   it("a cancel request with the gateway's key stops a query and the connection goes on", async () => {
     const user = await doorUser(api, "door-cancel-pg");
     const client = await connectPg(door, user.email, user.password);
-    const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
-    // Caught at once: the cancel may land before the socket below closes.
+    // Caught at once: the cancel may land before its socket closes.
     const sleeping = client.query("select pg_sleep(30)").then(
       () => undefined,
       (error: unknown) => error,
     );
     await new Promise((r) => setTimeout(r, 300));
-    const request = Buffer.alloc(16);
-    request.writeInt32BE(16, 0);
-    request.writeInt32BE(80877102, 4);
-    request.writeInt32BE(processID, 8);
-    request.writeInt32BE(secretKey, 12);
-    await new Promise<void>((resolve, reject) => {
-      const socket = createConnection(door.port, door.host, () => socket.end(request));
-      socket.on("close", () => resolve());
-      socket.on("error", reject);
-    });
+    await sendCancel(door, client);
     expect(await sleeping).toMatchObject({ code: "57014" });
     const after = await client.query<{ ok: number }>("select 1 as ok");
     expect(after.rows[0]?.ok).toBe(1);

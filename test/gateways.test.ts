@@ -4,7 +4,6 @@
 // both, and each gateway's cancel keys stop its own queries and nobody
 // else's.
 
-import { createConnection } from "node:net";
 import type pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Gateway, startGateway } from "../src/gateway/server.js";
@@ -13,7 +12,7 @@ import { freePort } from "../src/net.js";
 import { deployLocal, type LocalDeployment } from "../src/serving/deploy.js";
 import { expect2xx } from "./support/app.js";
 import { newUser } from "./support/client.js";
-import { connectPg, type Door } from "./support/gateway.js";
+import { connectPg, type Door, sendCancel } from "./support/gateway.js";
 
 let deployment: LocalDeployment;
 let admin: pg.Client;
@@ -58,20 +57,6 @@ async function doorUser(label: string) {
 
 function ended(client: pg.Client): Promise<void> {
   return new Promise((resolve) => client.once("end", () => resolve()));
-}
-
-async function cancel(door: Door, client: pg.Client): Promise<void> {
-  const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
-  const request = Buffer.alloc(16);
-  request.writeInt32BE(16, 0);
-  request.writeInt32BE(80877102, 4);
-  request.writeInt32BE(processID, 8);
-  request.writeInt32BE(secretKey, 12);
-  await new Promise<void>((resolve, reject) => {
-    const socket = createConnection(door.port, door.host, () => socket.end(request));
-    socket.on("close", () => resolve());
-    socket.on("error", reject);
-  });
 }
 
 describe("two gateways on one database", () => {
@@ -162,7 +147,7 @@ describe("two gateways on one database", () => {
       );
       await new Promise((r) => setTimeout(r, 300));
       // The first gateway does not know the second's keys: nothing happens.
-      await cancel(first, two);
+      await sendCancel(first, two);
       expect(await sleeping).toBe("finished");
 
       const again = one.query("select pg_sleep(30)").then(
@@ -170,7 +155,7 @@ describe("two gateways on one database", () => {
         (error: { code?: string }) => error.code,
       );
       await new Promise((r) => setTimeout(r, 300));
-      await cancel(first, one);
+      await sendCancel(first, one);
       expect(await again).toBe("57014");
       expect((await one.query("select 1 as ok")).rows[0].ok).toBe(1);
     } finally {

@@ -564,6 +564,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
         }
       }
     };
+    let mail: LocalMail | undefined;
     try {
       for (let i = 0; i < replicaCount; i++) {
         replicas.push(
@@ -574,17 +575,8 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
           }),
         );
       }
-    } catch (error) {
-      await stopReplicas();
-      await doors?.pgweb.close();
-      await doors?.gateway.close();
-      await postgrest.stop();
-      throw error;
-    }
-    proxy.setReadTargets(replicas.map((replica) => replica.postgrest.port));
-    let mail: LocalMail | undefined;
-    if ((options.mail ?? true) && !options.existingServer) {
-      try {
+      proxy.setReadTargets(replicas.map((replica) => replica.postgrest.port));
+      if ((options.mail ?? true) && !options.existingServer) {
         mail = await startLocalMail(
           cluster,
           database,
@@ -592,13 +584,13 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
           proxy.demoUrl ?? `${proxy.url}/`,
           log,
         );
-      } catch (error) {
-        await stopReplicas();
-        await doors?.pgweb.close();
-        await doors?.gateway.close();
-        await postgrest.stop();
-        throw error;
       }
+    } catch (error) {
+      await stopReplicas();
+      await doors?.pgweb.close();
+      await doors?.gateway.close();
+      await postgrest.stop();
+      throw error;
     }
     return {
       doors,

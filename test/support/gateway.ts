@@ -123,6 +123,21 @@ export async function connectPg(
   return client;
 }
 
+/** Sends a CancelRequest with a client's keys to `door`, as libpq does on Ctrl-C. */
+export async function sendCancel(door: Door, client: pg.Client): Promise<void> {
+  const { processID, secretKey } = client as unknown as { processID: number; secretKey: number };
+  const request = Buffer.alloc(16);
+  request.writeInt32BE(16, 0);
+  request.writeInt32BE(80877102, 4);
+  request.writeInt32BE(processID, 8);
+  request.writeInt32BE(secretKey, 12);
+  await new Promise<void>((resolve, reject) => {
+    const socket = connect(door.port, door.host, () => socket.end(request));
+    socket.on("close", () => resolve());
+    socket.on("error", reject);
+  });
+}
+
 /** A new account (over HTTP) that an administrator has given a database door. */
 export async function doorUser(api: string, label: string): Promise<LoggedInUser> {
   const user = await newUser(api, label);
