@@ -149,6 +149,14 @@ export interface LocalMail {
 
 export const DEFAULT_DATABASE = "app";
 
+/** A login role's password for this run: the verifier only reaches the server, no statement or log holds the password. */
+async function setRolePassword(admin: pg.Client, role: string, password: string): Promise<void> {
+  const verifier = await scramVerifier(password);
+  await admin.query(
+    `alter role ${admin.escapeIdentifier(role)} password ${admin.escapeLiteral(verifier)}`,
+  );
+}
+
 /**
  * Starts mail for a deployment's database, if it has the email document:
  * links lead to `linkBase`, the mailer (as the mailer role) delivers to a
@@ -165,9 +173,7 @@ export async function startLocalMail(
   const present = await withClient(cluster.connectionConfig(database), async (admin) => {
     const { rows } = await admin.query("select to_regclass('auth.outbox') is not null as present");
     if (!rows[0]?.present) return false;
-    await admin.query(
-      `alter role mailer password ${admin.escapeLiteral(await scramVerifier(password))}`,
-    );
+    await setRolePassword(admin, "mailer", password);
     await admin.query("update auth.settings set link_base_url = $1", [linkBase]);
     return true;
   });
@@ -217,10 +223,7 @@ export async function startDoors(
       "select to_regprocedure('auth.door_open(text, text, text, text, text, text)') is not null as present",
     );
     if (!rows[0]?.present) return false;
-    // The verifier only: the password reaches no statement and no log.
-    await admin.query(
-      `alter role gateway password ${admin.escapeLiteral(await scramVerifier(password))}`,
-    );
+    await setRolePassword(admin, "gateway", password);
     return true;
   });
   if (!present) return undefined;
