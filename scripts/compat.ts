@@ -131,7 +131,7 @@ interface VitestReport {
   testResults: Array<{
     name: string;
     message?: string;
-    assertionResults: Array<{ fullName: string; status: string }>;
+    assertionResults: Array<{ fullName: string; status: string; failureMessages?: string[] }>;
   }>;
 }
 
@@ -174,7 +174,11 @@ function runPair(pg: Installed, postgrest: Installed): Promise<PairResult> {
       for (const file of parsed?.testResults ?? []) {
         if (file.message) failures.push(`${file.name}: ${file.message.split("\n")[0]}`);
         for (const test of file.assertionResults) {
-          if (test.status === "failed") failures.push(test.fullName);
+          if (test.status !== "failed") continue;
+          failures.push(test.fullName);
+          // The first line of the reason, so a flaky pair can be told from a broken one.
+          const reason = test.failureMessages?.[0]?.split("\n")[0];
+          if (reason) failures.push(`  ${reason}`);
         }
       }
       if (!parsed) {

@@ -299,12 +299,8 @@ describe("user enumeration", () => {
   it("answers an unknown email and a wrong password alike, in status, body and time", async () => {
     // Each email gets at most 4 failures so the throttle (5 per email) never
     // kicks in and changes the answer.
-    const TRIES = 20;
+    const ROUND = 20;
     const PER_EMAIL = 4;
-    const users = await Promise.all(
-      Array.from({ length: TRIES / PER_EMAIL }, () => newUser(api, "enum")),
-    );
-    const unknown = Array.from({ length: TRIES / PER_EMAIL }, () => uniqueEmail("enum-nobody"));
     const timings = { wrongPassword: [] as number[], unknownEmail: [] as number[] };
     const bodies = new Set<string>();
 
@@ -318,28 +314,39 @@ describe("user enumeration", () => {
       return took;
     }
 
-    // Warm up connections and caches on both paths, then interleave the two
-    // kinds so that drift in machine load affects both alike.
-    await attempt(uniqueEmail("enum-warmup"));
-    for (let i = 0; i < TRIES; i++) {
-      const index = Math.floor(i / PER_EMAIL);
-      timings.unknownEmail.push(await attempt(unknown[index] ?? ""));
-      timings.wrongPassword.push(await attempt(users[index]?.email ?? ""));
+    /** Twenty of each kind, interleaved so drift in machine load hits both alike. */
+    async function round(): Promise<void> {
+      const users = await Promise.all(
+        Array.from({ length: ROUND / PER_EMAIL }, () => newUser(api, "enum")),
+      );
+      const unknown = Array.from({ length: ROUND / PER_EMAIL }, () => uniqueEmail("enum-nobody"));
+      for (let i = 0; i < ROUND; i++) {
+        const index = Math.floor(i / PER_EMAIL);
+        timings.unknownEmail.push(await attempt(unknown[index] ?? ""));
+        timings.wrongPassword.push(await attempt(users[index]?.email ?? ""));
+      }
     }
 
-    expect([...bodies], "every failed login has the same body").toHaveLength(1);
     // The fastest answers, not the median: other test files hash passwords
     // meanwhile, and waiting in the password line only ever adds time, to
     // either kind at random. What an attacker measures is the work each
     // kind does, which shows in its fastest answers (skipping bcrypt for
-    // unknown emails would make them ten times faster).
-    const known = fastest(timings.wrongPassword);
-    const unknownFastest = fastest(timings.unknownEmail);
-    const difference = Math.abs(known - unknownFastest) / Math.max(known, unknownFastest);
-    expect(
-      difference,
-      `fastest ${known.toFixed(1)} ms (wrong password) vs ${unknownFastest.toFixed(1)} ms (unknown email)`,
-    ).toBeLessThan(0.25);
+    // unknown emails would make them ten times faster, in every round). On a
+    // busy machine one round can be unlucky for one kind, so up to three
+    // rounds are measured, each adding to the samples, until the two agree.
+    await attempt(uniqueEmail("enum-warmup"));
+    let difference = Number.POSITIVE_INFINITY;
+    let shown = "";
+    for (let rounds = 1; rounds <= 3 && difference >= 0.25; rounds++) {
+      await round();
+      const known = fastest(timings.wrongPassword);
+      const unknownFastest = fastest(timings.unknownEmail);
+      difference = Math.abs(known - unknownFastest) / Math.max(known, unknownFastest);
+      shown = `after ${rounds} round(s), fastest ${known.toFixed(1)} ms (wrong password) vs ${unknownFastest.toFixed(1)} ms (unknown email)`;
+    }
+
+    expect([...bodies], "every failed login has the same body").toHaveLength(1);
+    expect(difference, shown).toBeLessThan(0.25);
   });
 });
 
