@@ -51,6 +51,9 @@ async function doorLines(deployment: LocalDeployment): Promise<string[]> {
   }
   return [
     `gateway: ${doors.psqlCommand(user)}   (password: the account's, or a session token)`,
+    ...(doors.browserPsqlCommand
+      ? [`browser: ${doors.browserPsqlCommand}   (psql 18: approve the code it prints, logged in)`]
+      : []),
     `pgweb:   pgweb --sessions --lock-session --connect-backend ${doors.pgweb.url} --connect-token ${doors.pgwebToken}`,
   ];
 }

@@ -88,6 +88,8 @@ const looksLikeJwt = (secret: string) => /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/.test(secr
 export interface Admitted {
   upstream: UpstreamConnection;
   sessionId: number;
+  /** The account's email, when the credential named it (an OAuth door's token). */
+  email?: string;
 }
 
 export interface Admission {
@@ -95,6 +97,18 @@ export interface Admission {
   admit(
     user: string,
     secret: string,
+    client: { label: string; address: string },
+    parameters: Record<string, string>,
+  ): Promise<Admitted | ErrorFields>;
+  /**
+   * The OAuth door: a bearer token, which names the account itself (the
+   * user name is checked only when it is an email). An external provider's
+   * JWT when one is configured, otherwise an access token of the
+   * application's device flow (device.sql.md).
+   */
+  admitBearer(
+    user: string,
+    token: string,
     client: { label: string; address: string },
     parameters: Record<string, string>,
   ): Promise<Admitted | ErrorFields>;
@@ -137,7 +151,60 @@ export function admission(
     }
   }
 
-  type DoorRow = { role_name: string | null; session_id: string | null; outcome: string };
+  type DoorRow = {
+    role_name: string | null;
+    session_id: string | null;
+    outcome: string;
+    email?: string | null;
+  };
+
+  /**
+   * Asks the database (`open`, with a fresh verifier for the door role's
+   * password), then logs in upstream as the role and seals it. One login per
+   * lock key at a time: each rotates the role's password. Another gateway
+   * may rotate it between our check and our login: a `retryable` check is
+   * asked again, once (an access token that was taken cannot be).
+   */
+  async function enter(
+    lockKey: string,
+    user: string,
+    retryable: boolean,
+    parameters: Record<string, string>,
+    open: (verifier: string) => Promise<DoorRow | undefined>,
+  ): Promise<Admitted | ErrorFields> {
+    return withUserLock(lockKey, async () => {
+      for (let attempt = 1; ; attempt++) {
+        const password = randomPassword();
+        const row = await open(await scramVerifier(password));
+        if (row?.outcome !== "ok" || !row.role_name || !row.session_id) {
+          return refusal(row?.outcome ?? "failed", user);
+        }
+        const sessionId = Number(row.session_id);
+        try {
+          const upstream = await openUpstream(upstreamAt, row.role_name, password, parameters);
+          try {
+            await control.query("select auth.door_seal($1)", [row.role_name]);
+          } catch (error) {
+            upstream.socket.destroy();
+            throw error;
+          }
+          return { upstream, sessionId, ...(row.email ? { email: row.email } : {}) };
+        } catch (error) {
+          // The session this login opened for itself is of no use now.
+          await control.query("select auth.door_closed($1)", [sessionId]);
+          if (
+            retryable &&
+            error instanceof UpstreamRefused &&
+            error.code === "28P01" &&
+            attempt < 2
+          ) {
+            continue;
+          }
+          throw error;
+        }
+      }
+    });
+  }
 
   return {
     async admit(user, secret, client, parameters) {
@@ -148,43 +215,49 @@ export function admission(
         claims = await verifyAccessToken(secret);
         if (!claims) return refusal("failed", user);
       }
-      return withUserLock(user, async () => {
-        for (let attempt = 1; ; attempt++) {
-          const password = randomPassword();
-          const verifier = await scramVerifier(password);
-          const {
-            rows: [row],
-          } = claims
-            ? await control.query<DoorRow>(
-                "select * from auth.door_open_with_claims($1, $2::jsonb, $3, $4, $5)",
-                [user, JSON.stringify(claims), verifier, client.label, client.address],
-              )
-            : await control.query<DoorRow>(
-                "select * from auth.door_open('password', $1, $2, $3, $4, $5)",
-                [user, secret, verifier, client.label, client.address],
-              );
-          if (row?.outcome !== "ok" || !row.role_name || !row.session_id) {
-            return refusal(row?.outcome ?? "failed", user);
-          }
-          const sessionId = Number(row.session_id);
-          try {
-            const upstream = await openUpstream(upstreamAt, row.role_name, password, parameters);
-            try {
-              await control.query("select auth.door_seal($1)", [row.role_name]);
-            } catch (error) {
-              upstream.socket.destroy();
-              throw error;
-            }
-            return { upstream, sessionId };
-          } catch (error) {
-            // The session this login opened for itself is of no use now.
-            await control.query("select auth.door_closed($1)", [sessionId]);
-            // Another gateway may have given the role a newer password between
-            // our check and our login: check again, once.
-            if (error instanceof UpstreamRefused && error.code === "28P01" && attempt < 2) continue;
-            throw error;
-          }
-        }
+      return enter(user.toLowerCase(), user, true, parameters, async (verifier) => {
+        const { rows } = claims
+          ? await control.query<DoorRow>(
+              "select * from auth.door_open_with_claims($1, $2::jsonb, $3, $4, $5)",
+              [user, JSON.stringify(claims), verifier, client.label, client.address],
+            )
+          : await control.query<DoorRow>(
+              "select * from auth.door_open('password', $1, $2, $3, $4, $5)",
+              [user, secret, verifier, client.label, client.address],
+            );
+        return rows[0];
+      });
+    },
+
+    async admitBearer(user, token, client, parameters) {
+      // Only an email names an account; libpq sends the operating system's
+      // user name when none is given, which names nothing here.
+      const email = user.includes("@") ? user : "";
+      if (keys && looksLikeJwt(token)) {
+        const claims = await verifyAccessToken(token);
+        if (!claims) return refusal("failed", user);
+        return enter(
+          email.toLowerCase() || `(sub) ${String(claims.sub)}`,
+          user,
+          true,
+          parameters,
+          async (verifier) => {
+            const { rows } = await control.query<DoorRow>(
+              "select * from auth.door_open_with_claims($1, $2::jsonb, $3, $4, $5)",
+              [email, JSON.stringify(claims), verifier, client.label, client.address],
+            );
+            return rows[0];
+          },
+        );
+      }
+      if (token === "") return refusal("failed", user);
+      // A device flow's token is taken once: it is not asked again.
+      return enter(email.toLowerCase() || "(device)", user, false, parameters, async (verifier) => {
+        const { rows } = await control.query<DoorRow>(
+          "select * from auth.door_open_device($1, $2, $3, $4, $5)",
+          [user, token, verifier, client.label, client.address],
+        );
+        return rows[0];
       });
     },
   };

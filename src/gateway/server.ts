@@ -18,6 +18,14 @@ import pg from "pg";
 import { listen } from "../net.js";
 import { type AccessTokenOptions, type Admitted, admission } from "./admission.js";
 import { readOpening } from "./handshake.js";
+import {
+  authenticationSasl,
+  authenticationSaslContinue,
+  bearerChallenge,
+  OAUTHBEARER,
+  parseBearerMessage,
+  saslInitialResponse,
+} from "./oauthbearer.js";
 import { addressKey, Counter, DEFAULT_LIMITS, type GatewayLimits } from "./limits.js";
 import { Relay } from "./relay.js";
 import { cancelUpstream, type UpstreamAddress, UpstreamRefused } from "./upstream.js";
@@ -52,6 +60,20 @@ export interface GatewayOptions {
   accessTokens?: AccessTokenOptions;
   /** What one client may hold, and for how long (see limits.ts for the defaults). */
   limits?: Partial<GatewayLimits>;
+  /**
+   * The OAuth door: a second port where clients log in with SASL
+   * OAUTHBEARER (libpq 18: oauth_issuer and oauth_client_id), with an access
+   * token of `issuer`. The application itself (device.sql.md) or an external
+   * provider (then `accessTokens` must be its).
+   */
+  oauth?: {
+    /** The issuer clients are sent to (its /.well-known/openid-configuration). */
+    issuer: string;
+    /** The scope clients ask for (default "database"). */
+    scope?: string;
+    /** 0 (default) picks a free port; on `host`. */
+    port?: number;
+  };
   /** How often sessions and time limits are checked (default 250 ms). */
   pollIntervalMs?: number;
   log?: (line: string) => void;
@@ -60,6 +82,8 @@ export interface GatewayOptions {
 export interface Gateway {
   readonly host: string;
   readonly port: number;
+  /** The OAuth door's port, when there is one. */
+  readonly oauthPort: number | undefined;
   readonly limits: GatewayLimits;
   /** Connections relayed right now. */
   connectionCount(): number;
@@ -137,6 +161,12 @@ function startupProblem(
 
 type Release = () => void;
 
+/** Which door a connection came through: the password port or the OAuth port. */
+type Door = "password" | "oauth";
+
+/** The client went away, or broke the protocol, while logging in. */
+class ClientGone extends Error {}
+
 /**
  * The gateway's state and its steps: accept a connection (bounded, with a
  * deadline), log it in (caps, password, the database's check), relay it, and
@@ -186,7 +216,7 @@ class DoorGateway {
    * has not logged in by the deadline (PostgreSQL's authentication_timeout):
    * a client that sends half a packet, or nothing, holds nothing for long.
    */
-  async accept(raw: Socket): Promise<void> {
+  async accept(raw: Socket, door: Door = "password"): Promise<void> {
     this.track(raw);
     raw.setNoDelay(true);
     raw.on("error", () => raw.destroy());
@@ -220,7 +250,7 @@ class DoorGateway {
         current.destroy();
         return;
       }
-      await this.login(current, address, opening.minor, opening.parameters, opening.rest);
+      await this.login(current, address, opening.minor, opening.parameters, opening.rest, door);
     } catch (error) {
       this.log(
         `gateway: a connection from ${address} ended while logging in: ${(error as Error).message}`,
@@ -262,6 +292,7 @@ class DoorGateway {
     minor: number,
     parameters: Record<string, string>,
     early: Buffer,
+    door: Door,
   ): Promise<void> {
     const user = parameters.user ?? "";
     const refuse = (fields: ErrorFields) => {
@@ -278,40 +309,50 @@ class DoorGateway {
     const release = this.reserve(user, address);
     if (typeof release !== "function") return refuse(release);
 
-    socket.write(authenticationCleartextPassword());
     const reader = new MessageReader(socket, early);
     const giveUp = () => {
       reader.release();
       release();
     };
-    let secret: string;
-    try {
-      const reply = await reader.next(MAX_PASSWORD_MESSAGE);
-      if (reply.type !== "p") {
-        giveUp();
-        return refuse(fatal("08P01", "expected a password message"));
-      }
-      secret = reply.body.toString("utf8").replace(/\0$/, "");
-    } catch {
-      giveUp();
-      socket.destroy();
-      return;
-    }
-
     const label = `${(parameters.application_name || "a client").slice(0, 60)} from ${address}`;
-    let admitted: Awaited<ReturnType<typeof this.doors.admit>>;
+    let admitted: Admitted | ErrorFields;
     try {
-      admitted = await this.doors.admit(
-        user,
-        secret,
-        { label, address },
-        forwardedParameters(parameters),
-      );
+      const credential =
+        door === "oauth"
+          ? await this.bearerToken(socket, reader, user)
+          : await this.password(socket, reader);
+      if ("severity" in credential) {
+        giveUp();
+        return refuse(credential);
+      }
+      if (credential.kind === "bearer") {
+        admitted = await this.doors.admitBearer(
+          user,
+          credential.token,
+          { label, address },
+          forwardedParameters(parameters),
+        );
+        // A refused token gets the challenge first, as PostgreSQL sends it.
+        if (!("upstream" in admitted) && admitted.code === "28P01") {
+          admitted = await this.challenge(socket, reader, user);
+        }
+      } else {
+        admitted = await this.doors.admit(
+          user,
+          credential.secret,
+          { label, address },
+          forwardedParameters(parameters),
+        );
+      }
     } catch (error) {
       giveUp();
       if (error instanceof UpstreamRefused) {
         this.log(`gateway: the database refused ${user}: ${error.message}`);
         socket.end(error.raw);
+        return;
+      }
+      if (error instanceof ClientGone) {
+        socket.destroy();
         return;
       }
       this.log(`gateway: ${user}: ${(error as Error).message}`);
@@ -328,7 +369,64 @@ class DoorGateway {
       void this.control.query("select auth.door_closed($1)", [admitted.sessionId]).catch(() => {});
       return;
     }
-    this.relay(socket, user, label, admitted, reader.release(), release);
+    this.relay(socket, admitted.email ?? user, label, admitted, reader.release(), release);
+  }
+
+  /** The password door: the client's password message. */
+  private async password(
+    socket: Socket,
+    reader: MessageReader,
+  ): Promise<{ kind: "password"; secret: string } | ErrorFields> {
+    socket.write(authenticationCleartextPassword());
+    const reply = await reader.next(MAX_PASSWORD_MESSAGE).catch(() => {
+      throw new ClientGone();
+    });
+    if (reply.type !== "p") return fatal("08P01", "expected a password message");
+    return { kind: "password", secret: reply.body.toString("utf8").replace(/\0$/, "") };
+  }
+
+  /**
+   * The OAuth door: OAUTHBEARER offered alone; a discovery request gets the
+   * challenge that names the issuer (and its end), a token is returned.
+   */
+  private async bearerToken(
+    socket: Socket,
+    reader: MessageReader,
+    user: string,
+  ): Promise<{ kind: "bearer"; token: string } | ErrorFields> {
+    socket.write(authenticationSasl([OAUTHBEARER]));
+    const first = await reader.next(MAX_PASSWORD_MESSAGE).catch(() => {
+      throw new ClientGone();
+    });
+    if (first.type !== "p") return fatal("08P01", "expected a SASL response");
+    const initial = saslInitialResponse(first.body);
+    if (!initial) return fatal("08P01", "malformed SASLInitialResponse message");
+    if (initial.mechanism !== OAUTHBEARER) {
+      return fatal("28000", "client selected an invalid SASL authentication mechanism");
+    }
+    const parsed = parseBearerMessage(initial.data);
+    if (parsed.kind === "malformed") {
+      return fatal("08P01", "malformed OAUTHBEARER message", parsed.reason);
+    }
+    if (parsed.kind === "discovery") return this.challenge(socket, reader, user);
+    return { kind: "bearer", token: parsed.token };
+  }
+
+  /** The OAUTHBEARER refusal: the challenge, the client's 0x01, then FATAL. */
+  private async challenge(socket: Socket, reader: MessageReader, user: string): Promise<ErrorFields> {
+    const oauth = this.options.oauth as NonNullable<GatewayOptions["oauth"]>;
+    socket.write(authenticationSaslContinue(bearerChallenge(oauth.issuer, oauth.scope ?? "database")));
+    const reply = await reader.next(MAX_PASSWORD_MESSAGE).catch(() => {
+      throw new ClientGone();
+    });
+    if (reply.type !== "p" || reply.body.toString("latin1") !== "\x01") {
+      return fatal("08P01", "malformed OAUTHBEARER message", "expected the 0x01 that ends a refused exchange");
+    }
+    return fatal(
+      "28000",
+      `OAuth bearer authentication failed for user "${user}"`,
+      `sign in through ${oauth.issuer} (the token is unknown, expired or already used)`,
+    );
   }
 
   /** Logged in: the client gets the server's greeting (with our cancel key), then bytes both ways. */
@@ -467,9 +565,27 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   });
   const host = options.host ?? "127.0.0.1";
   const port = await listen(server, host, options.port);
+  let oauthServer: Server | undefined;
+  let oauthPort: number | undefined;
+  if (options.oauth) {
+    oauthServer = createServer((socket) => {
+      gateway.accept(socket, "oauth").catch((error: Error) => {
+        log(`gateway: ${error.message}`);
+        socket.destroy();
+      });
+    });
+    try {
+      oauthPort = await listen(oauthServer, host, options.oauth.port);
+    } catch (error) {
+      server.close();
+      await gateway.shutDown();
+      throw error;
+    }
+  }
   return {
     host,
     port,
+    oauthPort,
     limits: gateway.limits,
     database: options.upstream.database,
     tls: options.tls !== undefined,
@@ -477,9 +593,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     redeemTicket: (ticket, client, address) => gateway.redeemTicket(ticket, client, address),
     async close() {
       clearInterval(poller);
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      const closed = [server, oauthServer].map(
+        (s) => new Promise<void>((resolve) => (s ? s.close(() => resolve()) : resolve())),
+      );
       await gateway.shutDown();
-      await closed;
+      await Promise.all(closed);
     },
   };
 }

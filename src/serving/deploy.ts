@@ -128,6 +128,11 @@ export interface LocalDoors {
   control: pg.ClientConfig;
   /** A psql command for this user through the gateway. */
   psqlCommand(user: string): string;
+  /**
+   * A psql 18 command that signs in through the browser (the OAuth door and
+   * the device flow, device.sql.md), when the project has it.
+   */
+  browserPsqlCommand?: string;
 }
 
 export interface LocalReplica {
@@ -214,19 +219,26 @@ export async function startDoors(
     gatewayPort?: number;
     pgwebBackendPort?: number;
     accessTokens?: AccessTokenOptions;
+    /** The front door's URL: the issuer of the device flow, when the project has it. */
+    issuer?: string;
     log: (line: string) => void;
   },
 ): Promise<LocalDoors | undefined> {
   const password = randomPassword();
-  const present = await withClient(cluster.connectionConfig(database), async (admin) => {
-    const { rows } = await admin.query(
-      "select to_regprocedure('auth.door_open(text, text, text, text, text, text)') is not null as present",
+  const found = await withClient(cluster.connectionConfig(database), async (admin) => {
+    const { rows } = await admin.query<{ doors: boolean; device: boolean }>(
+      `select to_regprocedure('auth.door_open(text, text, text, text, text, text)') is not null as doors,
+              to_regprocedure('auth.door_open_device(text, text, text, text, text)') is not null as device`,
     );
-    if (!rows[0]?.present) return false;
+    if (!rows[0]?.doors) return undefined;
     await setRolePassword(admin, "gateway", password);
-    return true;
+    const device = Boolean(rows[0].device && options.issuer);
+    if (device) {
+      await admin.query("update auth.settings set device_issuer = $1", [options.issuer]);
+    }
+    return { device };
   });
-  if (!present) return undefined;
+  if (!found) return undefined;
   const config = cluster.connectionConfig(database);
   const host = String(config.host ?? "127.0.0.1");
   const port = Number(config.port ?? 5432);
@@ -236,6 +248,7 @@ export async function startDoors(
     upstream: upstreamAddress(host, port, database),
     ...(options.gatewayPort ? { port: options.gatewayPort } : {}),
     ...(options.accessTokens ? { accessTokens: options.accessTokens } : {}),
+    ...(found.device ? { oauth: { issuer: options.issuer as string } } : {}),
     log: options.log,
   });
   const pgwebToken = randomBytes(24).toString("base64url");
@@ -258,6 +271,15 @@ export async function startDoors(
     control,
     psqlCommand: (user) =>
       `psql "host=${gateway.host} port=${gateway.port} dbname=${database} user=${user}"`,
+    // http:// issuers are for development only: libpq wants PGOAUTHDEBUG=UNSAFE for them.
+    ...(gateway.oauthPort
+      ? {
+          browserPsqlCommand:
+            `${options.issuer?.startsWith("http://") ? "PGOAUTHDEBUG=UNSAFE " : ""}psql ` +
+            `"host=${gateway.host} port=${gateway.oauthPort} dbname=${database} ` +
+            `oauth_issuer=${options.issuer} oauth_client_id=psql"`,
+        }
+      : {}),
   };
 }
 
@@ -541,6 +563,7 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
         doors = await startDoors(cluster, database, {
           ...(options.gatewayPort ? { gatewayPort: options.gatewayPort } : {}),
           ...(options.pgwebBackendPort ? { pgwebBackendPort: options.pgwebBackendPort } : {}),
+          issuer: proxy.url,
           ...(options.sso && ssoEnv.PGRST_JWT_SECRET
             ? {
                 accessTokens: {

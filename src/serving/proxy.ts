@@ -128,6 +128,22 @@ function endToEndRawHeaders(raw: string[]): string[] {
 const SESSION_COOKIES = ["session_token", "__Host-session_token"];
 
 /**
+ * Where OAuth clients look for an issuer's metadata (RFC 8414 and OpenID
+ * Connect Discovery), answered by the device flow's discovery function
+ * (device.sql.md); every other path goes to PostgREST as it came.
+ */
+const WELL_KNOWN = new Set([
+  "/.well-known/openid-configuration",
+  "/.well-known/oauth-authorization-server",
+]);
+
+export function apiPath(url: string): string {
+  const question = url.indexOf("?");
+  const path = question < 0 ? url : url.slice(0, question);
+  return WELL_KNOWN.has(path) ? "/rpc/openid_configuration" : url;
+}
+
+/**
  * With read replicas, a client that wrote (a login, a new todo) reads from
  * the primary for this long, so that it never reads a replica that has not
  * replayed its write yet (replication takes milliseconds; see
@@ -315,7 +331,7 @@ export async function startFrontProxy(
         host: "127.0.0.1",
         port: upstreamPort,
         method: req.method,
-        path: req.url,
+        path: apiPath(req.url ?? "/"),
         // Host and Origin pass through untouched: the CSRF check compares them.
         headers: upstreamHeaders(req, body),
         agent,

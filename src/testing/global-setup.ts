@@ -122,6 +122,7 @@ export async function setup(project: Provider): Promise<void> {
       ? {
           host: doors.gateway.host,
           port: doors.gateway.port,
+          ...(doors.gateway.oauthPort ? { oauthPort: doors.gateway.oauthPort } : {}),
           pgwebUrl: doors.pgweb.url,
           pgwebToken: doors.pgwebToken,
         }

@@ -12,6 +12,15 @@ declare module "vitest" {
     /** The in-database suite's results from loading the documents. */
     pgtap: PgTapRun | undefined;
     /** The database doors, when the deployment has them (undefined against TEST_API_URL). */
-    doors: { host: string; port: number; pgwebUrl: string; pgwebToken: string } | undefined;
+    doors:
+      | {
+          host: string;
+          port: number;
+          /** The OAuth door's port (device.sql.md loaded). */
+          oauthPort?: number;
+          pgwebUrl: string;
+          pgwebToken: string;
+        }
+      | undefined;
   }
 }
