@@ -184,7 +184,7 @@ function formatTime(value) {
 }
 
 async function loadSessions() {
-  const sessions = await api("GET", "/sessions?order=created.desc");
+  const sessions = await api("GET", "/session_details?order=created.desc");
   if (sessions.status === 401) return sessionLost();
   if (sessions.status !== 200) return showMessage(explain("sessions", sessions));
   const rows = $("#sessions");
@@ -192,8 +192,11 @@ async function loadSessions() {
   for (const session of sessions.body) {
     const row = document.createElement("tr");
     row.dataset.sessionId = String(session.session_id);
+    const how = session.via && session.via !== "web" ? ` ${session.via}` : "";
     const cells = [
-      session.current ? `#${session.session_id} (this browser)` : `#${session.session_id}`,
+      session.current
+        ? `#${session.session_id} (this browser)`
+        : `#${session.session_id}${how}${session.client && how ? `: ${session.client}` : ""}`,
       formatTime(session.created),
       formatTime(session.expires),
     ];
@@ -344,6 +347,58 @@ async function followLink() {
 }
 window.addEventListener("hashchange", followLink);
 
+// Database clients signing in through the browser (device.sql.md): the
+// code the client printed is looked up first, so that the person sees what
+// asks before letting it in.
+let deviceCode = null;
+
+$("#device-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  showMessage("");
+  const { user_code } = formValues(event.target);
+  const result = await api("POST", "/rpc/device_lookup", { user_code });
+  if (result.status === 401) return sessionLost();
+  if (result.status === 404)
+    return showMessage(
+      "No sign-in is waiting for this code. Check it, or start again in the terminal.",
+    );
+  if (result.status === 429) return showMessage("Too many wrong codes. Wait 15 minutes.");
+  if (result.status >= 300) return showMessage(explain("device", result));
+  deviceCode = user_code;
+  $("#device-client").textContent = result.body.client;
+  $("#device-request").hidden = false;
+});
+
+async function decideDevice(approve) {
+  const result = await api("POST", "/rpc/device_decide", { user_code: deviceCode, approve });
+  $("#device-request").hidden = true;
+  if (result.status === 401) return sessionLost();
+  if (result.status === 403)
+    return showMessage("Your account has no database access: ask an administrator.");
+  if (result.status >= 300) return showMessage(explain("device", result));
+  deviceCode = null;
+  $("#device-form").reset();
+  showMessage(
+    approve
+      ? `${result.body.client} is signed in as you. End its session below to close its connection.`
+      : `${result.body.client} was refused.`,
+    "info",
+  );
+  await loadSessions();
+}
+$("#device-approve").addEventListener("click", () => decideDevice(true));
+$("#device-deny").addEventListener("click", () => decideDevice(false));
+
+// The address a client prints: /demo/#device (with the code after "=" when given).
+function showDevice() {
+  const match = /^#device(?:=([A-Za-z -]{1,20}))?$/.exec(location.hash);
+  if (!match) return;
+  if (match[1]) $("#device-form").elements.user_code.value = match[1];
+  $("#device-form").scrollIntoView();
+  $("#device-form").elements.user_code.focus();
+}
+window.addEventListener("hashchange", showDevice);
+
 $("#todo-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const form = event.target;
@@ -393,4 +448,7 @@ window.addEventListener("focus", () => {
   if (currentUser) refreshEverything();
 });
 
-followLink().finally(refreshEverything);
+followLink().finally(async () => {
+  await refreshEverything();
+  showDevice();
+});

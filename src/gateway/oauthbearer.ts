@@ -61,7 +61,8 @@ export function parseBearerMessage(data: string): BearerMessage {
   if (flag !== "n" && flag !== "y") {
     return { kind: "malformed", reason: "unexpected channel-binding flag" };
   }
-  if (data[1] !== ",") return { kind: "malformed", reason: "comma expected after the channel-binding flag" };
+  if (data[1] !== ",")
+    return { kind: "malformed", reason: "comma expected after the channel-binding flag" };
   const authzidEnd = data.indexOf(",", 2);
   if (authzidEnd < 0) return { kind: "malformed", reason: "the GS2 header is not terminated" };
   if (authzidEnd !== 2) {
@@ -79,13 +80,16 @@ export function parseBearerMessage(data: string): BearerMessage {
     if (end < 0) return { kind: "malformed", reason: "a key-value pair is not terminated" };
     const pair = rest.slice(0, end);
     rest = rest.slice(end + 1);
-    if (rest === "") return { kind: "malformed", reason: "the message does not end with an empty pair" };
+    if (rest === "")
+      return { kind: "malformed", reason: "the message does not end with an empty pair" };
     const equals = pair.indexOf("=");
     if (equals < 0) return { kind: "malformed", reason: "a key-value pair has no '='" };
     const key = pair.slice(0, equals);
     const value = pair.slice(equals + 1);
-    if (!KEY.test(key)) return { kind: "malformed", reason: "a key holds characters other than letters" };
-    if (!VALUE.test(value)) return { kind: "malformed", reason: `the value of "${key}" holds forbidden characters` };
+    if (!KEY.test(key))
+      return { kind: "malformed", reason: "a key holds characters other than letters" };
+    if (!VALUE.test(value))
+      return { kind: "malformed", reason: `the value of "${key}" holds forbidden characters` };
     if (key === "auth") {
       if (auth !== undefined) return { kind: "malformed", reason: 'the "auth" key appears twice' };
       auth = value;

@@ -18,6 +18,7 @@ import pg from "pg";
 import { listen } from "../net.js";
 import { type AccessTokenOptions, type Admitted, admission } from "./admission.js";
 import { readOpening } from "./handshake.js";
+import { addressKey, Counter, DEFAULT_LIMITS, type GatewayLimits } from "./limits.js";
 import {
   authenticationSasl,
   authenticationSaslContinue,
@@ -26,7 +27,6 @@ import {
   parseBearerMessage,
   saslInitialResponse,
 } from "./oauthbearer.js";
-import { addressKey, Counter, DEFAULT_LIMITS, type GatewayLimits } from "./limits.js";
 import { Relay } from "./relay.js";
 import { cancelUpstream, type UpstreamAddress, UpstreamRefused } from "./upstream.js";
 import {
@@ -413,14 +413,24 @@ class DoorGateway {
   }
 
   /** The OAUTHBEARER refusal: the challenge, the client's 0x01, then FATAL. */
-  private async challenge(socket: Socket, reader: MessageReader, user: string): Promise<ErrorFields> {
+  private async challenge(
+    socket: Socket,
+    reader: MessageReader,
+    user: string,
+  ): Promise<ErrorFields> {
     const oauth = this.options.oauth as NonNullable<GatewayOptions["oauth"]>;
-    socket.write(authenticationSaslContinue(bearerChallenge(oauth.issuer, oauth.scope ?? "database")));
+    socket.write(
+      authenticationSaslContinue(bearerChallenge(oauth.issuer, oauth.scope ?? "database")),
+    );
     const reply = await reader.next(MAX_PASSWORD_MESSAGE).catch(() => {
       throw new ClientGone();
     });
     if (reply.type !== "p" || reply.body.toString("latin1") !== "\x01") {
-      return fatal("08P01", "malformed OAUTHBEARER message", "expected the 0x01 that ends a refused exchange");
+      return fatal(
+        "08P01",
+        "malformed OAUTHBEARER message",
+        "expected the 0x01 that ends a refused exchange",
+      );
     }
     return fatal(
       "28000",

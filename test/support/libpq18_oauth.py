@@ -11,7 +11,7 @@ binary wheel bundles libpq 18; the hook is set on that very library.
 
 Usage: python libpq18_oauth.py "<conninfo>"
 Environment: OAUTH_TOKEN (skip the flow and present this token),
-OAUTH_POLL_AT_ONCE=1 (poll once right away, before the interval: slow_down).
+OAUTH_POLL_AT_ONCE=1 (poll twice right away: the second is too fast, slow_down).
 Reads SQL statements from stdin, one per line, and writes one JSON object
 per event to stdout.
 """
@@ -90,7 +90,8 @@ def device_flow(discovery_url, scope):
         expires_in=grant["expires_in"],
     )
     interval = grant["interval"]
-    at_once = os.environ.get("OAUTH_POLL_AT_ONCE") == "1"
+    # OAUTH_POLL_AT_ONCE=1: the first two polls without waiting (the second is too fast).
+    at_once = 2 if os.environ.get("OAUTH_POLL_AT_ONCE") == "1" else 0
     token_form = {
         "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
         "device_code": grant["device_code"],
@@ -98,9 +99,10 @@ def device_flow(discovery_url, scope):
     }
     deadline = time.monotonic() + grant["expires_in"]
     while time.monotonic() < deadline:
-        if not at_once:
+        if at_once:
+            at_once -= 1
+        else:
             time.sleep(interval)
-        at_once = False
         status, answer = http_json(metadata["token_endpoint"], token_form)
         if status == 200:
             emit("token", token_type=answer.get("token_type"), expires_in=answer.get("expires_in"))
