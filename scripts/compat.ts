@@ -30,6 +30,7 @@ const SUITES = [
   "test/gateway.test.ts",
   "test/door-abuse.test.ts",
   "test/email.test.ts",
+  "test/device.test.ts",
 ];
 
 const USAGE = `usage: npm run test:compat -- [options]

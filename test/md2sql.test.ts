@@ -399,6 +399,7 @@ describe("the md2sql command", () => {
       "-- postgrest-sessions: sessions.sql.md",
       "-- postgrest-sessions: sso.sql.md",
       "-- postgrest-sessions: doors.sql.md",
+      "-- postgrest-sessions: device.sql.md",
       "-- postgrest-sessions: email.sql.md",
       "-- postgrest-sessions: app.sql.md",
     ]);

@@ -280,7 +280,7 @@ describe("the worked example in migrations/README.md", () => {
     "..",
     "migrations",
     "examples",
-    "006-todo-due-date.sql.md",
+    "007-todo-due-date.sql.md",
   );
 
   /** A project directory like this repository's, with or without the example migration. */
@@ -290,7 +290,7 @@ describe("the worked example in migrations/README.md", () => {
       writeFileSync(join(dir, file), readFileSync(join(ROOT, file)));
     }
     if (withExample) {
-      writeFileSync(join(dir, "migrations", "006-todo-due-date.sql.md"), readFileSync(example));
+      writeFileSync(join(dir, "migrations", "007-todo-due-date.sql.md"), readFileSync(example));
     }
     return dir;
   }
@@ -306,7 +306,7 @@ describe("the worked example in migrations/README.md", () => {
     expect(upgrade.pgtap?.functions.map((f) => f.functionName)).toContain(
       "tests.test_todo_due_date",
     );
-    expect(upgrade.applied.map((m) => m.fileName)).toEqual(["6_todo-due-date.sql"]);
+    expect(upgrade.applied.map((m) => m.fileName)).toEqual(["7_todo-due-date.sql"]);
     const due = await query("select due from api.todos limit 0");
     expect(due.fields.map((f) => f.name)).toContain("due");
     const kept = await query(
@@ -323,9 +323,10 @@ describe("the worked example in migrations/README.md", () => {
       "1_sessions.sql",
       "2_sso.sql",
       "3_doors.sql",
-      "4_email.sql",
-      "5_app.sql",
-      "6_todo-due-date.sql",
+      "4_device.sql",
+      "5_email.sql",
+      "6_app.sql",
+      "7_todo-due-date.sql",
     ]);
     const due = await query("select due from api.todos limit 0");
     expect(due.fields.map((f) => f.name)).toContain("due");
@@ -389,7 +390,7 @@ describe("migrate with the real application", () => {
       expect(await me()).toBe(200);
 
       writeFileSync(
-        join(dir, "migrations", "006-todo-priority.sql.md"),
+        join(dir, "migrations", "007-todo-priority.sql.md"),
         "Todos get a priority.\n\n```sql\nalter table app.todos add column priority int not null default 0;\n```\n",
       );
       const upgrade = await migrate({
@@ -397,7 +398,7 @@ describe("migrate with the real application", () => {
         cwd: ROOT,
         migrationsDir: join(dir, "migrations"),
       });
-      expect(upgrade.applied.map((m) => m.fileName)).toEqual(["6_todo-priority.sql"]);
+      expect(upgrade.applied.map((m) => m.fileName)).toEqual(["7_todo-priority.sql"]);
       await postgrest.reloadSchema();
       expect(await me()).toBe(200);
     } finally {
@@ -433,7 +434,7 @@ describe("migrate with the real application", () => {
       migrationsDir: join(dir, "migrations"),
       withTests: true,
     });
-    expect(result.applied).toHaveLength(5);
+    expect(result.applied).toHaveLength(6);
     // pgTAP is not superuser-only, and the tests need no superuser either.
     expect(result.pgtap?.ok, JSON.stringify(result.pgtap?.functions.filter((f) => !f.ok))).toBe(
       true,

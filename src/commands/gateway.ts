@@ -25,6 +25,8 @@ interface GatewayFlags {
   oidcKeys?: string;
   pgwebToken?: string;
   pgwebListen: string;
+  oauthListen?: string;
+  oauthIssuer?: string;
   publicAddress?: string;
   maxConnections: string;
   maxConnectionsPerUser: string;
@@ -194,6 +196,19 @@ export function gatewayCommand(): Command {
     )
     .addOption(
       new Option(
+        "--oauth-listen <host:port>",
+        "also listen here for clients that sign in with OAuth (libpq 18's oauth_issuer; SASL OAUTHBEARER)",
+      ).env("GATEWAY_OAUTH_LISTEN"),
+    )
+    .addOption(
+      new Option(
+        "--oauth-issuer <url>",
+        "the issuer those clients are sent to: the application's public origin (device.sql.md), " +
+          "or --oidc-issuer's for its tokens (default: --oidc-issuer)",
+      ).env("GATEWAY_OAUTH_ISSUER"),
+    )
+    .addOption(
+      new Option(
         "--pgweb-token <secret>",
         "serve pgweb's connect backend, for pgweb started with --connect-token <secret> (16 characters or more)",
       ).env("PGWEB_CONNECT_TOKEN"),
@@ -273,6 +288,21 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
   }
   const sso = ssoOptions(flags, problems);
   const limits = gatewayLimits(flags, problems);
+  const oauthListen = flags.oauthListen
+    ? parseAddress(flags.oauthListen, "--oauth-listen", problems)
+    : undefined;
+  const oauthIssuer = (flags.oauthIssuer ?? sso?.issuer)?.replace(/\/$/, "");
+  if (flags.oauthListen && !oauthIssuer) {
+    problems.push(
+      "--oauth-listen needs --oauth-issuer (the application's public origin) or --oidc-issuer",
+    );
+  }
+  if (flags.oauthIssuer !== undefined && !flags.oauthListen) {
+    problems.push("--oauth-issuer goes with --oauth-listen");
+  }
+  if (oauthIssuer && !/^https?:\/\/[^/?#\s]+(\/[^?#\s]*)?$/.test(oauthIssuer)) {
+    problems.push(`--oauth-issuer must be an http(s) URL without a query, got "${oauthIssuer}"`);
+  }
   assertNoProblems(problems);
   const tls =
     flags.tlsCert && flags.tlsKey
@@ -286,6 +316,9 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     port: listen?.port as number,
     ...(tls ? { tls } : {}),
     limits,
+    ...(oauthListen && oauthIssuer
+      ? { oauth: { issuer: oauthIssuer, host: oauthListen.host, port: oauthListen.port } }
+      : {}),
     ...(sso
       ? {
           accessTokens: {
@@ -303,6 +336,9 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
     `gateway: listening on ${gateway.host}:${gateway.port} for the database "${gateway.database}"` +
       `${tls ? " (TLS offered)" : ""}${sso ? `, access tokens from ${sso.issuer}` : ""}`,
   );
+  if (gateway.oauthPort) {
+    log(`gateway: OAuth sign-in on ${gateway.host}:${gateway.oauthPort}, issuer ${oauthIssuer}`);
+  }
   if (flags.pgwebToken) {
     const backend = await startConnectBackend({
       gateway,

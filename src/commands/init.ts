@@ -22,6 +22,8 @@ export interface InitOptions {
   lockfile?: boolean;
   /** Add the database doors (doors.sql.md): psql and pgweb as the app's users. Default false. */
   doors?: boolean;
+  /** Add psql's sign-in through the browser (device.sql.md; implies doors). Default false. */
+  device?: boolean;
   /** Add single sign-on (sso.sql.md): an identity provider's tokens. Default false. */
   sso?: boolean;
   /** Add accounts by email (email.sql.md): verification, reset, email change. Default false. */
@@ -45,6 +47,8 @@ const DESCRIPTIONS: Record<string, string> = {
   "sso.sql.md": "`sso.sql.md`: single sign-on with one OpenID Connect provider.",
   "doors.sql.md":
     "`doors.sql.md`: the database doors (psql and pgweb log in as the app's\n  users, once an account is given a door with `auth.grant_door`).",
+  "device.sql.md":
+    "`device.sql.md`: psql 18 signs in through the browser (the app as an OAuth\n  issuer, the device flow; the gateway's OAuth door).",
   "email.sql.md":
     "`email.sql.md`: accounts by email (verification, forgotten passwords, email\n  change, sign-in links), delivered by `postgrest-sessions mailer`.",
   "app.sql.md": "`app.sql.md`: this application, a table of private notes to start from.",
@@ -102,7 +106,8 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
   const documents = [
     "sessions.sql.md",
     ...(options.sso ? ["sso.sql.md"] : []),
-    ...(options.doors ? ["doors.sql.md"] : []),
+    ...(options.doors || options.device ? ["doors.sql.md"] : []),
+    ...(options.device ? ["device.sql.md"] : []),
     ...(options.email ? ["email.sql.md"] : []),
     "app.sql.md",
   ];
@@ -137,7 +142,7 @@ export async function initProject(dir: string, options: InitOptions = {}): Promi
   ]) {
     writeFileSync(join(target, file), readFileSync(join(templates, file)));
   }
-  if (options.doors) {
+  if (options.doors || options.device) {
     writeFileSync(
       join(target, "app.sql.md"),
       `${readFileSync(join(templates, "app.sql.md"), "utf8").trimEnd()}\n\n${DOORS_FIXTURE}`,
@@ -183,6 +188,10 @@ export function initCommand(): Command {
       "--doors",
       "add the database doors (doors.sql.md): psql, other clients and pgweb log in as the app's users",
     )
+    .option(
+      "--device",
+      "add psql's sign-in through the browser (device.sql.md, with the doors): the app as an OAuth issuer",
+    )
     .option("--sso", "add single sign-on (sso.sql.md): log in with an identity provider's token")
     .option(
       "--email",
@@ -191,12 +200,19 @@ export function initCommand(): Command {
     .action(
       (
         dir: string,
-        flags: { lockfile: boolean; doors?: boolean; sso?: boolean; email?: boolean },
+        flags: {
+          lockfile: boolean;
+          doors?: boolean;
+          device?: boolean;
+          sso?: boolean;
+          email?: boolean;
+        },
       ) =>
         runAction(async () => {
           await initProject(dir, {
             lockfile: flags.lockfile,
             doors: flags.doors === true,
+            device: flags.device === true,
             sso: flags.sso === true,
             email: flags.email === true,
             log: (line) => process.stderr.write(`${line}\n`),

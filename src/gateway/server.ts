@@ -71,7 +71,9 @@ export interface GatewayOptions {
     issuer: string;
     /** The scope clients ask for (default "database"). */
     scope?: string;
-    /** 0 (default) picks a free port; on `host`. */
+    /** Default: the gateway's `host`. */
+    host?: string;
+    /** 0 (default) picks a free port. */
     port?: number;
   };
   /** How often sessions and time limits are checked (default 250 ms). */
@@ -585,7 +587,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       });
     });
     try {
-      oauthPort = await listen(oauthServer, host, options.oauth.port);
+      oauthPort = await listen(oauthServer, options.oauth.host ?? host, options.oauth.port);
     } catch (error) {
       server.close();
       await gateway.shutDown();
