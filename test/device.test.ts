@@ -5,10 +5,7 @@
 // flow does, over HTTP), and a person approves the code in Chromium with the
 // session they are logged in with.
 
-import { type ChildProcessWithoutNullStreams, execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
 import { generateKeyPair, SignJWT } from "jose";
 import { type Browser, chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
@@ -16,8 +13,8 @@ import { expectStatus } from "./support/app.js";
 import type { LoggedInUser } from "./support/client.js";
 import { SESSION_COOKIE } from "./support/client.js";
 import { query } from "./support/database.js";
-import { ROOT } from "./support/deploy-local-process.js";
 import { doorUser, providedDoors } from "./support/gateway.js";
+import { type Event, Libpq18, libpq18Python } from "./support/libpq18.js";
 
 const api = inject("apiUrl");
 const provided = providedDoors(inject("doors"), "test/device.test.ts");
@@ -28,72 +25,14 @@ if (provided && !provided.oauthPort) {
 }
 const suite = provided ? describe : describe.skip;
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
-const CLIENT = join(ROOT, "test", "support", "libpq18_oauth.py");
 let python = "";
-
-type Event = { event: string; [field: string]: unknown };
-
-/** The libpq 18 client: one JSON event per line; SQL in, one result or error out. */
-class Libpq18 {
-  readonly events: Event[] = [];
-  private readonly child: ChildProcessWithoutNullStreams;
-  private readonly waiters: Array<() => void> = [];
-  readonly exited: Promise<number | null>;
-  stderr = "";
-
-  constructor(user: string, env: Record<string, string> = {}) {
-    const conninfo =
-      `host=127.0.0.1 port=${provided?.oauthPort} dbname=app user=${user} sslmode=disable ` +
-      `oauth_issuer=${api} oauth_client_id=psql`;
-    // http:// issuers are for development only: libpq wants PGOAUTHDEBUG=UNSAFE.
-    this.child = spawn(python, [CLIENT, conninfo], {
-      env: { ...process.env, PGOAUTHDEBUG: "UNSAFE", ...env },
-    });
-    createInterface({ input: this.child.stdout }).on("line", (line) => {
-      this.events.push(JSON.parse(line) as Event);
-      for (const wake of this.waiters.splice(0)) wake();
-    });
-    this.child.stderr.on("data", (chunk: Buffer) => {
-      this.stderr += chunk.toString();
-    });
-    this.exited = new Promise((resolve) => this.child.once("exit", (code) => resolve(code)));
-  }
-
-  /** The first event of one of these kinds after `from`, within the time. */
-  async next(kinds: string[], from = 0, timeoutMs = 20_000): Promise<Event> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.events.slice(from).find((e) => kinds.includes(e.event));
-      if (found) return found;
-      if (Date.now() > deadline) {
-        throw new Error(
-          `no ${kinds.join(" or ")} within ${timeoutMs} ms; events: ${JSON.stringify(this.events)}; stderr: ${this.stderr}`,
-        );
-      }
-      await new Promise<void>((resolve) => {
-        this.waiters.push(resolve);
-        setTimeout(resolve, 200);
-      });
-    }
-  }
-
-  async query(sql: string): Promise<Event> {
-    const from = this.events.length;
-    this.child.stdin.write(`${sql}\n`);
-    return this.next(["result", "error"], from);
-  }
-
-  async end(): Promise<void> {
-    this.child.stdin.end();
-    const timer = setTimeout(() => this.child.kill("SIGKILL"), 5000);
-    await this.exited;
-    clearTimeout(timer);
-  }
-}
 
 const clients: Libpq18[] = [];
 function libpq(user = "", env: Record<string, string> = {}): Libpq18 {
-  const client = new Libpq18(user, env);
+  const conninfo =
+    `host=127.0.0.1 port=${provided?.oauthPort} dbname=app user=${user} sslmode=disable ` +
+    `oauth_issuer=${api} oauth_client_id=psql`;
+  const client = new Libpq18(python, conninfo, env);
   clients.push(client);
   return client;
 }
@@ -146,10 +85,7 @@ suite("psql signs in through the browser (OAuth device flow, libpq 18)", () => {
 
   beforeAll(async () => {
     // The same set-up .ci/run does; here so that a plain `npm test` has it too.
-    python = execFileSync("bash", [join(ROOT, "scripts", "setup-libpq18.sh")], {
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "pipe"],
-    }).trim();
+    python = libpq18Python();
     // Polls every second (the default is 5), and room for every code this file asks for.
     await query(
       "update auth.settings set device_poll_interval = 1, device_requests_per_address = 1000",

@@ -8,11 +8,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { postgrestConf } from "../src/commands/postgrest-conf.js";
+import { type Gateway, startGateway } from "../src/gateway/server.js";
+import { upstreamAddress } from "../src/gateway/upstream.js";
 import { freePort } from "../src/net.js";
 import { deployLocal, type LocalDeployment } from "../src/serving/deploy.js";
 import { PASSWORD, TestClient, uniqueEmail } from "./support/client.js";
 import { connectPg, loginError } from "./support/gateway.js";
 import { type IdentityProvider, startIdentityProvider } from "./support/identity-provider.js";
+import { Libpq18, libpq18Python } from "./support/libpq18.js";
 import { postgrestOnConfigFile, type RunningPostgrest } from "./support/postgrest-file.js";
 
 let idp: IdentityProvider;
@@ -316,5 +319,69 @@ describe("an access token as the database password (the gateway)", () => {
     expect(
       (await loginError(door(), `${stranger}@sso.example`, await idp.sign(stranger)))?.code,
     ).toBe("28P01");
+  });
+});
+
+describe("the provider's token on the OAuth door (libpq 18)", () => {
+  // A gateway whose OAuth door sends clients to the provider: a provider
+  // user's psql 18 runs its device flow there, and the door takes the token.
+  let gateway: Gateway;
+  let python: string;
+  const clients: Libpq18[] = [];
+
+  beforeAll(async () => {
+    python = libpq18Python();
+    const doors = deployment.doors;
+    if (!doors) throw new Error("the SSO deployment started no gateway");
+    const config = deployment.cluster.connectionConfig(deployment.database);
+    const keys = await (await fetch(`${idp.issuer}/keys`)).text();
+    gateway = await startGateway({
+      control: doors.control,
+      upstream: upstreamAddress(String(config.host), Number(config.port), deployment.database),
+      accessTokens: { issuer: idp.issuer, audience: idp.audience, jwks: keys },
+      oauth: { issuer: idp.issuer },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.end()));
+    await gateway?.close();
+  });
+
+  function connect(token: string, user = ""): Libpq18 {
+    const client = new Libpq18(
+      python,
+      `host=127.0.0.1 port=${gateway.oauthPort} dbname=${deployment.database} user=${user} ` +
+        `sslmode=disable oauth_issuer=${idp.issuer} oauth_client_id=psql`,
+      { OAUTH_TOKEN: token },
+    );
+    clients.push(client);
+    return client;
+  }
+
+  it("names the provider in its challenge and lets a linked identity in, with no user name", async () => {
+    const sub = subject();
+    const response = await loginWithToken(new TestClient(api), await idp.sign(sub));
+    expect(response.status, response.text).toBe(200);
+    const email = `${sub}@sso.example`;
+    const db = await deployment.connect();
+    try {
+      await db.query("select auth.grant_door(user_id) from auth.users where email = $1", [email]);
+    } finally {
+      await db.end();
+    }
+    const client = connect(await idp.sign(sub));
+    const hook = await client.next(["hook"]);
+    expect(hook.openid_configuration).toBe(`${idp.issuer}/.well-known/openid-configuration`);
+    await client.next(["connected"]);
+    const who = await client.query(`select email from api."current_user"()`);
+    expect(who.rows).toEqual([[email]]);
+  });
+
+  it("refuses a token of an identity that no account has linked", async () => {
+    const client = connect(await idp.sign(subject()));
+    const outcome = await client.next(["connected", "connect_failed"]);
+    expect(outcome.event).toBe("connect_failed");
+    expect(outcome.error).toMatch(/OAuth bearer authentication failed/);
   });
 });
