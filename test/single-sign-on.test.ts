@@ -3,7 +3,9 @@
 // token (a role claim, a token outside the Authorization header, a forged
 // or expired one) gets anyone anywhere.
 
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -383,5 +385,104 @@ describe("the provider's token on the OAuth door (libpq 18)", () => {
     const outcome = await client.next(["connected", "connect_failed"]);
     expect(outcome.event).toBe("connect_failed");
     expect(outcome.error).toMatch(/OAuth bearer authentication failed/);
+  });
+});
+
+describe("opaque provider tokens on the OAuth door, checked at userinfo (libpq 18)", () => {
+  // A userinfo endpoint of our own, a real HTTP server: it knows the tokens
+  // it handed out, and can be taken down.
+  const issued = new Map<string, { sub: string; email: string }>();
+  let userinfo: http.Server;
+  let userinfoUrl = "";
+  let asked = 0;
+  let gateway: Gateway;
+  let python: string;
+  const clients: Libpq18[] = [];
+
+  beforeAll(async () => {
+    python = libpq18Python();
+    userinfo = http.createServer((req, res) => {
+      asked++;
+      const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "";
+      const who = issued.get(token);
+      res.writeHead(who ? 200 : 401, { "content-type": "application/json" });
+      res.end(JSON.stringify(who ?? { error: "invalid_token" }));
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => userinfo.listen(port, "127.0.0.1", resolve));
+    userinfoUrl = `http://127.0.0.1:${port}/userinfo`;
+    const doors = deployment.doors;
+    if (!doors) throw new Error("the SSO deployment started no gateway");
+    const config = deployment.cluster.connectionConfig(deployment.database);
+    const keys = await (await fetch(`${idp.issuer}/keys`)).text();
+    gateway = await startGateway({
+      control: doors.control,
+      upstream: upstreamAddress(String(config.host), Number(config.port), deployment.database),
+      accessTokens: {
+        issuer: idp.issuer,
+        audience: idp.audience,
+        jwks: keys,
+        userinfo: userinfoUrl,
+      },
+      oauth: { issuer: idp.issuer },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.end()));
+    await gateway?.close();
+    userinfo?.closeAllConnections();
+    await new Promise((resolve) => userinfo?.close(resolve));
+  });
+
+  async function outcome(token: string): Promise<{ event: string; error?: unknown }> {
+    const client = new Libpq18(
+      python,
+      `host=127.0.0.1 port=${gateway.oauthPort} dbname=${deployment.database} ` +
+        `sslmode=disable oauth_issuer=${idp.issuer} oauth_client_id=psql`,
+      { OAUTH_TOKEN: token },
+    );
+    clients.push(client);
+    const result = await client.next(["connected", "connect_failed"]);
+    if (result.event === "connected") {
+      const who = await client.query(`select email from api."current_user"()`);
+      await client.end();
+      return { event: "connected", error: who.rows };
+    }
+    await client.end();
+    return result;
+  }
+
+  it("lets in the linked account the provider names, asks once a minute per token, and refuses tokens it does not know", async () => {
+    const sub = subject();
+    const signup = await loginWithToken(new TestClient(api), await idp.sign(sub));
+    expect(signup.status, signup.text).toBe(200);
+    const email = `${sub}@sso.example`;
+    const db = await deployment.connect();
+    try {
+      await db.query("select auth.grant_door(user_id) from auth.users where email = $1", [email]);
+    } finally {
+      await db.end();
+    }
+    const token = randomBytes(24).toString("hex");
+    issued.set(token, { sub, email });
+    const before = asked;
+    expect(await outcome(token)).toEqual({ event: "connected", error: [[email]] });
+    expect(await outcome(token)).toEqual({ event: "connected", error: [[email]] });
+    expect(asked - before, "the second login used the provider's answer of a moment ago").toBe(1);
+
+    const unknown = await outcome(randomBytes(24).toString("hex"));
+    expect(unknown.event).toBe("connect_failed");
+    expect(String(unknown.error)).toMatch(/OAuth bearer authentication failed/);
+  });
+
+  it("refuses every token, saying why, while the provider cannot be asked", async () => {
+    const token = randomBytes(24).toString("hex");
+    issued.set(token, { sub: subject(), email: "nobody@sso.example" });
+    userinfo.closeAllConnections();
+    await new Promise((resolve) => userinfo.close(resolve));
+    const down = await outcome(token);
+    expect(down.event).toBe("connect_failed");
+    expect(String(down.error)).toMatch(/the identity provider could not check the token/);
   });
 });

@@ -23,6 +23,7 @@ interface GatewayFlags {
   oidcIssuer?: string;
   oidcAudience?: string;
   oidcKeys?: string;
+  oidcUserinfo?: string;
   pgwebToken?: string;
   pgwebListen: string;
   oauthListen?: string;
@@ -209,6 +210,12 @@ export function gatewayCommand(): Command {
     )
     .addOption(
       new Option(
+        "--oidc-userinfo <url>",
+        "its userinfo endpoint: the OAuth door checks opaque (non-JWT) tokens there, when --oauth-issuer is the provider",
+      ).env("OIDC_USERINFO"),
+    )
+    .addOption(
+      new Option(
         "--pgweb-token <secret>",
         "serve pgweb's connect backend, for pgweb started with --connect-token <secret> (16 characters or more)",
       ).env("PGWEB_CONNECT_TOKEN"),
@@ -297,6 +304,12 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
       "--oauth-listen needs --oauth-issuer (the application's public origin) or --oidc-issuer",
     );
   }
+  if (flags.oidcUserinfo !== undefined && !sso) {
+    problems.push("--oidc-userinfo goes with --oidc-issuer and --oidc-audience");
+  }
+  if (flags.oidcUserinfo !== undefined && !/^https?:\/\//.test(flags.oidcUserinfo)) {
+    problems.push(`--oidc-userinfo must be an http(s) URL, got "${flags.oidcUserinfo}"`);
+  }
   if (flags.oauthIssuer !== undefined && !flags.oauthListen) {
     problems.push("--oauth-issuer goes with --oauth-listen");
   }
@@ -325,6 +338,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
             issuer: sso.issuer,
             audience: sso.audience,
             jwks: await providerKeys(sso),
+            ...(flags.oidcUserinfo ? { userinfo: flags.oidcUserinfo } : {}),
           },
         }
       : {}),

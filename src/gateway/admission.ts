@@ -3,6 +3,7 @@
 // user's own door role with a one-minute password the gateway made up, then
 // the role sealed so that no password opens it until the next door login.
 
+import { createHash } from "node:crypto";
 import { createLocalJWKSet, type JWTPayload, jwtVerify } from "jose";
 import type pg from "pg";
 import { randomPassword, scramVerifier } from "./scram.js";
@@ -19,6 +20,11 @@ export interface AccessTokenOptions {
   audience: string;
   /** The issuer's public keys (a JWKS, JSON text). */
   jwks: string;
+  /**
+   * The provider's userinfo endpoint: where the OAuth door checks access
+   * tokens that are not JWTs (opaque tokens), when it names this issuer.
+   */
+  userinfo?: string;
 }
 
 /** Algorithms an access token may be signed with: asymmetric only, never "none" or HMAC. */
@@ -83,6 +89,9 @@ export function refusal(outcome: string, user: string): ErrorFields {
   return (REFUSALS[outcome] ?? (REFUSALS.failed as (u: string) => ErrorFields))(user);
 }
 
+/** The provider could not say whether a token is valid (down, slow, nonsense). */
+class ProviderUnavailable extends Error {}
+
 const looksLikeJwt = (secret: string) => /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/.test(secret);
 
 export interface Admitted {
@@ -114,11 +123,73 @@ export interface Admission {
   ): Promise<Admitted | ErrorFields>;
 }
 
+/** How long a token the provider vouched for is taken without asking again. */
+const USERINFO_CACHE_MS = 60_000;
+const USERINFO_CACHE_SIZE = 1000;
+const USERINFO_TIMEOUT_MS = 5_000;
+
 export function admission(
   control: pg.Pool,
   upstreamAt: UpstreamAddress,
   accessTokens: AccessTokenOptions | undefined,
+  /** The issuer the OAuth door names: opaque tokens are the provider's when it is the provider. */
+  oauthIssuer?: string,
 ): Admission {
+  const opaqueAtProvider =
+    accessTokens?.userinfo !== undefined && oauthIssuer === accessTokens.issuer;
+  const vouched = new Map<string, { claims: JWTPayload; until: number }>();
+
+  /**
+   * An opaque token, checked at the provider's userinfo endpoint: its
+   * subject (and email), or undefined when the provider says it is not
+   * valid. A provider that cannot answer throws: no token it could not
+   * check is ever taken. Vouched-for tokens are remembered for a minute.
+   */
+  async function askProvider(token: string): Promise<JWTPayload | undefined> {
+    const options = accessTokens as AccessTokenOptions;
+    const key = createHash("sha256").update(token).digest("base64url");
+    const now = Date.now();
+    const known = vouched.get(key);
+    if (known && known.until > now) return known.claims;
+    let response: Response;
+    try {
+      response = await fetch(options.userinfo as string, {
+        headers: { authorization: `Bearer ${token}`, accept: "application/json" },
+        signal: AbortSignal.timeout(USERINFO_TIMEOUT_MS),
+      });
+    } catch (error) {
+      throw new ProviderUnavailable(`userinfo unreachable: ${(error as Error).message}`);
+    }
+    if (response.status === 401 || response.status === 403) return undefined;
+    if (!response.ok) throw new ProviderUnavailable(`userinfo answered ${response.status}`);
+    let body: unknown;
+    try {
+      body = await response.json();
+    } catch {
+      throw new ProviderUnavailable("userinfo answered something that is not JSON");
+    }
+    const info = body as Record<string, unknown>;
+    if (typeof info?.sub !== "string" || info.sub === "") {
+      throw new ProviderUnavailable("userinfo answered without a subject");
+    }
+    // The provider vouched for the token and its subject; the rest of the
+    // check (issuer, audience, expiry) is ours to state for the database.
+    const claims: JWTPayload = {
+      ...(typeof info.email === "string" ? { email: info.email } : {}),
+      ...(typeof info.email_verified === "boolean" ? { email_verified: info.email_verified } : {}),
+      iss: options.issuer,
+      sub: info.sub,
+      aud: options.audience,
+      exp: Math.floor(now / 1000) + USERINFO_CACHE_MS / 1000,
+    };
+    if (vouched.size >= USERINFO_CACHE_SIZE) {
+      for (const [k, v] of vouched)
+        if (v.until <= now || vouched.size >= USERINFO_CACHE_SIZE) vouched.delete(k);
+    }
+    vouched.set(key, { claims, until: now + USERINFO_CACHE_MS });
+    return claims;
+  }
+
   const keys = accessTokens ? createLocalJWKSet(JSON.parse(accessTokens.jwks)) : undefined;
   // One door login per user at a time: each rotates the user's role password.
   const userLocks = new Map<string, Promise<unknown>>();
@@ -233,8 +304,21 @@ export function admission(
       // Only an email names an account; libpq sends the operating system's
       // user name when none is given, which names nothing here.
       const email = user.includes("@") ? user : "";
-      if (keys && looksLikeJwt(token)) {
-        const claims = await verifyAccessToken(token);
+      const jwt = keys !== undefined && looksLikeJwt(token);
+      if (jwt || (opaqueAtProvider && token !== "")) {
+        let claims: JWTPayload | undefined;
+        try {
+          claims = jwt ? await verifyAccessToken(token) : await askProvider(token);
+        } catch (error) {
+          if (!(error instanceof ProviderUnavailable)) throw error;
+          return {
+            severity: "FATAL",
+            code: "28000",
+            message: "the identity provider could not check the token",
+            detail: error.message,
+            hint: "try again when the provider answers",
+          };
+        }
         if (!claims) return refusal("failed", user);
         return enter(
           email.toLowerCase() || `(sub) ${String(claims.sub)}`,

@@ -198,7 +198,12 @@ class DoorGateway {
     for (const pool of [this.control, this.housekeeping]) {
       pool.on("error", (error) => this.log(`gateway: database connection lost: ${error.message}`));
     }
-    this.doors = admission(this.control, options.upstream, options.accessTokens);
+    this.doors = admission(
+      this.control,
+      options.upstream,
+      options.accessTokens,
+      options.oauth?.issuer,
+    );
     this.pending = new Counter(this.limits.maxPendingPerAddress, this.limits.maxPending);
     this.byAddress = new Counter(this.limits.maxConnectionsPerAddress, this.limits.maxConnections);
     this.byUser = new Counter(this.limits.maxConnectionsPerUser, Number.POSITIVE_INFINITY);
