@@ -150,11 +150,12 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     expect(started.output).toContain("stopped; removed");
   }, 240_000);
 
-  it("scaffolds a project with single sign-on, the database doors and accounts by email (init --sso --doors --email) that is green at once", () => {
+  it("scaffolds a project with single sign-on, the database doors with psql's browser sign-in and accounts by email (init --sso --device --email) that is green at once", () => {
     const project = join(work, "notes-with-doors");
     execFileSync(
       join(scratch, "node_modules", ".bin", "postgrest-sessions"),
-      ["init", project, "--sso", "--doors", "--email"],
+      // --device brings the doors it needs.
+      ["init", project, "--sso", "--device", "--email"],
       { stdio: "pipe" },
     );
     const manifest = JSON.parse(readFileSync(join(project, "package.json"), "utf8"));
@@ -162,6 +163,7 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
       "sessions.sql.md",
       "sso.sql.md",
       "doors.sql.md",
+      "device.sql.md",
       "email.sql.md",
       "app.sql.md",
     ]);
@@ -170,7 +172,8 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     expect(readme).toContain("`doors.sql.md`: the database doors");
     expect(readme).toContain("`sso.sql.md`: single sign-on");
     expect(readme).toContain("`email.sql.md`: accounts by email");
-    expect(readme).toContain("`migrations/NNN-name.sql.md`, from 006.");
+    expect(readme).toContain("`device.sql.md`: psql 18 signs in through the browser");
+    expect(readme).toContain("`migrations/NNN-name.sql.md`, from 007.");
     execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], {
       cwd: project,
       stdio: "pipe",
@@ -186,6 +189,7 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     expect(output).toContain("tests.test_door_access");
     expect(output).toContain("tests.test_single_sign_on");
     expect(output).toContain("tests.test_password_reset");
+    expect(output).toContain("tests.test_device_flow");
   }, 240_000);
 
   it("refuses to init into a directory that is not empty", () => {

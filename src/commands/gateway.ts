@@ -352,6 +352,12 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
   );
   if (gateway.oauthPort) {
     log(`gateway: OAuth sign-in on ${gateway.host}:${gateway.oauthPort}, issuer ${oauthIssuer}`);
+    if (flags.oidcUserinfo && oauthIssuer === sso?.issuer) {
+      log(
+        "gateway: opaque tokens are checked at the provider's userinfo endpoint, which does not say " +
+          "for which application a token was issued: use it with a provider of your own (docs/browser-sign-in.md)",
+      );
+    }
   }
   if (flags.pgwebToken) {
     const backend = await startConnectBackend({

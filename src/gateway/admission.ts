@@ -125,8 +125,12 @@ export interface Admission {
 
 /** How long a token the provider vouched for is taken without asking again. */
 const USERINFO_CACHE_MS = 60_000;
+/** How long a token the provider refused is refused without asking again. */
+const USERINFO_REFUSED_MS = 10_000;
 const USERINFO_CACHE_SIZE = 1000;
 const USERINFO_TIMEOUT_MS = 5_000;
+/** Questions to the provider at once; more wait their turn (a short queue, not a refusal). */
+const USERINFO_AT_ONCE = 8;
 
 export function admission(
   control: pg.Pool,
@@ -134,10 +138,35 @@ export function admission(
   accessTokens: AccessTokenOptions | undefined,
   /** The issuer the OAuth door names: opaque tokens are the provider's when it is the provider. */
   oauthIssuer?: string,
+  log: (line: string) => void = () => {},
 ): Admission {
   const opaqueAtProvider =
     accessTokens?.userinfo !== undefined && oauthIssuer === accessTokens.issuer;
-  const vouched = new Map<string, { claims: JWTPayload; until: number }>();
+  /** The provider's answers of the last minute, by the token's sha256 (undefined: refused). */
+  const vouched = new Map<string, { claims: JWTPayload | undefined; until: number }>();
+  let asking = 0;
+  const turns: Array<() => void> = [];
+
+  async function inTurn<T>(work: () => Promise<T>): Promise<T> {
+    if (asking >= USERINFO_AT_ONCE) await new Promise<void>((resolve) => turns.push(resolve));
+    asking++;
+    try {
+      return await work();
+    } finally {
+      asking--;
+      turns.shift()?.();
+    }
+  }
+
+  function remember(key: string, claims: JWTPayload | undefined, ms: number): void {
+    const now = Date.now();
+    if (vouched.size >= USERINFO_CACHE_SIZE) {
+      for (const [k, v] of vouched) {
+        if (v.until <= now || vouched.size >= USERINFO_CACHE_SIZE) vouched.delete(k);
+      }
+    }
+    vouched.set(key, { claims, until: now + ms });
+  }
 
   /**
    * An opaque token, checked at the provider's userinfo endpoint: its
@@ -153,14 +182,20 @@ export function admission(
     if (known && known.until > now) return known.claims;
     let response: Response;
     try {
-      response = await fetch(options.userinfo as string, {
-        headers: { authorization: `Bearer ${token}`, accept: "application/json" },
-        signal: AbortSignal.timeout(USERINFO_TIMEOUT_MS),
-      });
+      response = await inTurn(() =>
+        fetch(options.userinfo as string, {
+          headers: { authorization: `Bearer ${token}`, accept: "application/json" },
+          signal: AbortSignal.timeout(USERINFO_TIMEOUT_MS),
+        }),
+      );
     } catch (error) {
       throw new ProviderUnavailable(`userinfo unreachable: ${(error as Error).message}`);
     }
-    if (response.status === 401 || response.status === 403) return undefined;
+    if (response.status === 401 || response.status === 403) {
+      await response.body?.cancel();
+      remember(key, undefined, USERINFO_REFUSED_MS);
+      return undefined;
+    }
     if (!response.ok) throw new ProviderUnavailable(`userinfo answered ${response.status}`);
     let body: unknown;
     try {
@@ -182,11 +217,7 @@ export function admission(
       aud: options.audience,
       exp: Math.floor(now / 1000) + USERINFO_CACHE_MS / 1000,
     };
-    if (vouched.size >= USERINFO_CACHE_SIZE) {
-      for (const [k, v] of vouched)
-        if (v.until <= now || vouched.size >= USERINFO_CACHE_SIZE) vouched.delete(k);
-    }
-    vouched.set(key, { claims, until: now + USERINFO_CACHE_MS });
+    remember(key, claims, USERINFO_CACHE_MS);
     return claims;
   }
 
@@ -311,11 +342,12 @@ export function admission(
           claims = jwt ? await verifyAccessToken(token) : await askProvider(token);
         } catch (error) {
           if (!(error instanceof ProviderUnavailable)) throw error;
+          // Why is for the gateway's log, not for whoever sent the token.
+          log(`gateway: the identity provider could not check a token: ${error.message}`);
           return {
             severity: "FATAL",
             code: "28000",
             message: "the identity provider could not check the token",
-            detail: error.message,
             hint: "try again when the provider answers",
           };
         }
@@ -335,8 +367,17 @@ export function admission(
         );
       }
       if (token === "") return refusal("failed", user);
-      // A device flow's token is taken once: it is not asked again.
-      return enter(email.toLowerCase() || "(device)", user, false, parameters, async (verifier) => {
+      // Whose it is first (taking nothing), so that this login waits for any
+      // other of the same account's, as password logins do: each rotates the
+      // role's password, and a device token is taken once, never asked again.
+      const {
+        rows: [owner],
+      } = await control.query<{ email: string | null }>(
+        "select auth.door_device_email($1) as email",
+        [token],
+      );
+      if (!owner?.email) return refusal("failed", user);
+      return enter(owner.email.toLowerCase(), user, false, parameters, async (verifier) => {
         const { rows } = await control.query<DoorRow>(
           "select * from auth.door_open_device($1, $2, $3, $4, $5)",
           [user, token, verifier, client.label, client.address],

@@ -203,6 +203,7 @@ class DoorGateway {
       options.upstream,
       options.accessTokens,
       options.oauth?.issuer,
+      this.log,
     );
     this.pending = new Counter(this.limits.maxPendingPerAddress, this.limits.maxPending);
     this.byAddress = new Counter(this.limits.maxConnectionsPerAddress, this.limits.maxConnections);
@@ -409,7 +410,7 @@ class DoorGateway {
     const initial = saslInitialResponse(first.body);
     if (!initial) return fatal("08P01", "malformed SASLInitialResponse message");
     if (initial.mechanism !== OAUTHBEARER) {
-      return fatal("28000", "client selected an invalid SASL authentication mechanism");
+      return fatal("08P01", "client selected an invalid SASL authentication mechanism");
     }
     const parsed = parseBearerMessage(initial.data);
     if (parsed.kind === "malformed") {
