@@ -13,6 +13,7 @@ import { md2sqlCommand } from "./commands/md2sql.js";
 import { migrateCommand } from "./commands/migrate.js";
 import { postgrestCommand } from "./commands/postgrest.js";
 import { postgrestConfCommand } from "./commands/postgrest-conf.js";
+import { tokenExchangeCommand } from "./commands/token-exchange.js";
 
 export function buildProgram(): Command {
   const { version } = JSON.parse(
@@ -30,7 +31,8 @@ export function buildProgram(): Command {
     .addCommand(postgrestConfCommand())
     .addCommand(postgrestCommand())
     .addCommand(gatewayCommand())
-    .addCommand(mailerCommand());
+    .addCommand(mailerCommand())
+    .addCommand(tokenExchangeCommand());
   applyExitCodes(program);
   return program;
 }

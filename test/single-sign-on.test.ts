@@ -3,8 +3,8 @@
 // token (a role claim, a token outside the Authorization header, a forged
 // or expired one) gets anyone anywhere.
 
-import { randomBytes } from "node:crypto";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { generateKeyPairSync, randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,7 +14,9 @@ import { type Gateway, startGateway } from "../src/gateway/server.js";
 import { upstreamAddress } from "../src/gateway/upstream.js";
 import { freePort } from "../src/net.js";
 import { deployLocal, type LocalDeployment } from "../src/serving/deploy.js";
+import { EXCHANGE_KEY_ID, exchangeKey } from "../src/serving/token-exchange.js";
 import { PASSWORD, TestClient, uniqueEmail } from "./support/client.js";
+import { spawnCli } from "./support/deploy-local-process.js";
 import { connectPg, loginError } from "./support/gateway.js";
 import { type IdentityProvider, startIdentityProvider } from "./support/identity-provider.js";
 import { Libpq18, libpq18Python } from "./support/libpq18.js";
@@ -484,5 +486,165 @@ describe("opaque provider tokens on the OAuth door, checked at userinfo (libpq 1
     const down = await outcome(token);
     expect(down.event).toBe("connect_failed");
     expect(String(down.error)).toMatch(/the identity provider could not check the token/);
+  });
+});
+
+describe("opaque provider tokens at /rpc/login_with_token (the token exchange)", () => {
+  // The provider's userinfo endpoint, a real HTTP server that knows the
+  // opaque tokens it handed out and can be taken down.
+  const issued = new Map<string, Record<string, unknown>>();
+  let userinfo: http.Server;
+  let userinfoUrl = "";
+  let local: LocalDeployment;
+
+  beforeAll(async () => {
+    userinfo = http.createServer((req, res) => {
+      const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "";
+      const who = issued.get(token);
+      res.writeHead(who ? 200 : 401, { "content-type": "application/json" });
+      res.end(JSON.stringify(who ?? { error: "invalid_token" }));
+    });
+    const port = await freePort();
+    await new Promise<void>((resolve) => userinfo.listen(port, "127.0.0.1", resolve));
+    userinfoUrl = `http://127.0.0.1:${port}/userinfo`;
+    // deploy-local's front door runs the exchange itself.
+    local = await deployLocal({
+      port: await freePort(),
+      tests: false,
+      gateway: false,
+      sso: { issuer: idp.issuer, audience: idp.audience, userinfo: userinfoUrl },
+    });
+  }, 120_000);
+
+  afterAll(async () => {
+    await local?.stop();
+    userinfo?.closeAllConnections();
+    await new Promise((resolve) => userinfo?.close(resolve));
+  });
+
+  /** An opaque token the provider knows, for a new subject with a verified address. */
+  function opaqueToken(): { token: string; email: string } {
+    const sub = subject();
+    const email = `${sub}@opaque.example`;
+    const token = randomBytes(24).toString("hex");
+    issued.set(token, { sub, email, email_verified: true });
+    return { token, email };
+  }
+
+  it("logs a person in with an opaque token the provider vouches for: a session like any other", async () => {
+    const { token, email } = opaqueToken();
+    const client = new TestClient(local.url);
+    const response = await loginWithToken(client, token);
+    expect(response.status, response.text).toBe(200);
+    const me = await client.get("/rpc/current_user");
+    expect(me.status).toBe(200);
+    expect((me.body as { email: string }).email).toBe(email);
+    // The provider's JWTs still go to PostgREST as they are.
+    const jwtClient = new TestClient(local.url);
+    expect((await loginWithToken(jwtClient, await idp.sign(subject()))).status).toBe(200);
+  });
+
+  it("keeps the same-origin check: a cross-site page cannot log a browser in with a token", async () => {
+    const { token } = opaqueToken();
+    const response = await new TestClient(local.url).post(
+      "/rpc/login_with_token",
+      {},
+      {
+        authorization: `Bearer ${token}`,
+        "sec-fetch-site": "cross-site",
+        origin: "https://evil.example",
+      },
+    );
+    expect(response.status, response.text).toBe(403);
+  });
+
+  it("in production: postgrest-sessions token-exchange in front of PostgREST, trusted through postgrest-conf --exchange-key", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "token-exchange-"));
+    let production: LocalDeployment | undefined;
+    let run: ReturnType<typeof spawnCli> | undefined;
+    try {
+      const keyFile = join(dir, "exchange.pem");
+      const { privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+      writeFileSync(keyFile, privateKey.export({ type: "pkcs8", format: "pem" }));
+      const key = await exchangeKey(readFileSync(keyFile, "utf8"));
+      const conf = await postgrestConf(
+        { issuer: idp.issuer, audience: idp.audience },
+        "pre-request",
+        key,
+      );
+      const secret = /^jwt-secret = "(.*)"$/m.exec(conf)?.[1]?.replaceAll('\\"', '"') ?? "";
+      expect(JSON.parse(secret).keys.map((k: { kid: string }) => k.kid)).toContain(EXCHANGE_KEY_ID);
+      // PostgREST with exactly the key set postgrest-conf wrote, no exchange of deploy-local's own.
+      production = await deployLocal({
+        port: await freePort(),
+        tests: false,
+        gateway: false,
+        sso: { issuer: idp.issuer, audience: idp.audience },
+        postgrestEnv: { PGRST_JWT_SECRET: secret },
+      });
+      const port = await freePort();
+      run = spawnCli([
+        "token-exchange",
+        "--listen",
+        `127.0.0.1:${port}`,
+        "--postgrest",
+        production.postgrest.url,
+        "--key-file",
+        keyFile,
+        "--oidc-issuer",
+        idp.issuer,
+        "--oidc-audience",
+        idp.audience,
+        "--oidc-userinfo",
+        userinfoUrl,
+      ]);
+      const started = Date.now();
+      while (!run.stderr().includes("listening") && Date.now() - started < 15_000) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(run.stderr()).toContain("listening");
+      const { token, email } = opaqueToken();
+      // As nginx passes it on: Host of the site, the client's address.
+      const host = new URL(production.url).host;
+      const login = await fetch(`http://127.0.0.1:${port}/rpc/login_with_token`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}`, "content-type": "application/json", host },
+        body: "{}",
+      });
+      expect(login.status, await login.clone().text()).toBe(200);
+      const cookie = login.headers.get("set-cookie")?.split(";")[0] ?? "";
+      expect(cookie).toMatch(/^session_token=/);
+      const me = await fetch(`${production.url}/rpc/current_user`, { headers: { cookie } });
+      expect(((await me.json()) as { email: string }).email).toBe(email);
+      const refused = await fetch(`http://127.0.0.1:${port}/rpc/login_with_token`, {
+        method: "POST",
+        headers: {
+          authorization: "Bearer not-a-token-it-knows",
+          "content-type": "application/json",
+        },
+        body: "{}",
+      });
+      expect(refused.status).toBe(401);
+    } finally {
+      run?.child.kill("SIGINT");
+      if (run) await run.exited;
+      await production?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
+  it("refuses a token the provider does not know (401), and every token while it cannot be asked (503)", async () => {
+    const unknown = await loginWithToken(
+      new TestClient(local.url),
+      randomBytes(24).toString("hex"),
+    );
+    expect(unknown.status).toBe(401);
+    expect(unknown.text).toContain("the identity provider does not accept this token");
+    const { token } = opaqueToken();
+    userinfo.closeAllConnections();
+    await new Promise((resolve) => userinfo.close(resolve));
+    const down = await loginWithToken(new TestClient(local.url), token);
+    expect(down.status).toBe(503);
+    expect(down.text).toContain("the identity provider could not check the token");
   });
 });

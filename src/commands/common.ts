@@ -68,6 +68,7 @@ export interface SsoFlags {
   oidcIssuer?: string;
   oidcAudience?: string;
   oidcKeys?: string;
+  oidcUserinfo?: string;
 }
 
 /** The identity-provider options of deploy-local and postgrest-conf, checked. */
@@ -77,8 +78,10 @@ export function ssoOptions(flags: SsoFlags, problems: string[]): SsoOptions | un
     .map((issuer) => issuer.trim())
     .filter(Boolean);
   if (issuers.length === 0) {
-    if (flags.oidcAudience || flags.oidcKeys) {
-      problems.push("--oidc-audience and --oidc-keys need --oidc-issuer (or OIDC_ISSUER)");
+    if (flags.oidcAudience || flags.oidcKeys || flags.oidcUserinfo) {
+      problems.push(
+        "--oidc-audience, --oidc-keys and --oidc-userinfo need --oidc-issuer (or OIDC_ISSUER)",
+      );
     }
     return undefined;
   }
@@ -95,9 +98,15 @@ export function ssoOptions(flags: SsoFlags, problems: string[]): SsoOptions | un
       "--oidc-audience (or OIDC_AUDIENCE) is required with --oidc-issuer: without it, tokens the provider issued to any other application would log in here",
     );
   }
+  if (flags.oidcUserinfo !== undefined && !/^https?:\/\//.test(flags.oidcUserinfo)) {
+    problems.push(
+      `--oidc-userinfo (or OIDC_USERINFO): "${flags.oidcUserinfo}" is not an http(s) URL`,
+    );
+  }
   return {
     issuer,
     audience: flags.oidcAudience ?? "",
     ...(flags.oidcKeys ? { keysFile: flags.oidcKeys } : {}),
+    ...(flags.oidcUserinfo ? { userinfo: flags.oidcUserinfo } : {}),
   };
 }

@@ -28,6 +28,7 @@ interface DeployLocalFlags {
   oidcIssuer?: string;
   oidcAudience?: string;
   oidcKeys?: string;
+  oidcUserinfo?: string;
   gateway: boolean;
   mail: boolean;
   replicas?: string;
@@ -137,6 +138,12 @@ export function deployLocalCommand(): Command {
         "--oidc-keys <file>",
         "the providers' JSON Web Key Set from a file instead of discovery",
       ).env("OIDC_KEYS_FILE"),
+    )
+    .addOption(
+      new Option(
+        "--oidc-userinfo <url>",
+        "its userinfo endpoint: opaque (non-JWT) access tokens are checked there, at /rpc/login_with_token and the OAuth door",
+      ).env("OIDC_USERINFO"),
     )
     .option(
       "--no-gateway",

@@ -304,12 +304,6 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
       "--oauth-listen needs --oauth-issuer (the application's public origin) or --oidc-issuer",
     );
   }
-  if (flags.oidcUserinfo !== undefined && !sso) {
-    problems.push("--oidc-userinfo goes with --oidc-issuer and --oidc-audience");
-  }
-  if (flags.oidcUserinfo !== undefined && !/^https?:\/\//.test(flags.oidcUserinfo)) {
-    problems.push(`--oidc-userinfo must be an http(s) URL, got "${flags.oidcUserinfo}"`);
-  }
   if (flags.oauthIssuer !== undefined && !flags.oauthListen) {
     problems.push("--oauth-issuer goes with --oauth-listen");
   }
@@ -338,7 +332,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
             issuer: sso.issuer,
             audience: sso.audience,
             jwks: await providerKeys(sso),
-            ...(flags.oidcUserinfo ? { userinfo: flags.oidcUserinfo } : {}),
+            ...(sso.userinfo ? { userinfo: sso.userinfo } : {}),
           },
         }
       : {}),

@@ -7,6 +7,12 @@ import { join } from "node:path";
 import { Command, Option } from "commander";
 import { type IdentityMode, identitySettings } from "../serving/postgrest.js";
 import { providerKeys, ssoPostgrestEnv } from "../serving/sso.js";
+import {
+  EXCHANGE_KEY_ID,
+  type ExchangeKey,
+  exchangeKey,
+  withExchangeKey,
+} from "../serving/token-exchange.js";
 import { assertNoProblems, runAction, ssoOptions } from "./common.js";
 
 interface ConfFlags {
@@ -14,6 +20,8 @@ interface ConfFlags {
   oidcIssuer?: string;
   oidcAudience?: string;
   oidcKeys?: string;
+  oidcUserinfo?: string;
+  exchangeKey?: string;
   output?: string;
 }
 
@@ -25,6 +33,8 @@ export async function postgrestConf(
     keysFile?: string;
   },
   identity: IdentityMode = "pre-request",
+  /** The token exchange's key (opaque provider tokens): its public half is trusted too. */
+  exchange?: ExchangeKey,
 ): Promise<string> {
   const template = withChannel(
     withIdentity(
@@ -33,7 +43,8 @@ export async function postgrestConf(
     ),
   );
   if (!sso) return template;
-  const jwks = await providerKeys(sso);
+  const providerJwks = await providerKeys(sso);
+  const jwks = exchange ? withExchangeKey(providerJwks, exchange) : providerJwks;
   // The config file format is a quoted string; JSON needs its quotes escaped.
   const quoted = (value: string) => `"${value.replaceAll("\\", "\\\\").replaceAll('"', '\\"')}"`;
   const origin = sso.keysFile
@@ -57,7 +68,13 @@ export async function postgrestConf(
 # Regenerate it when the provider rotates its keys. Also run:
 #   update auth.settings set oidc_issuer = '${sso.issuer}', oidc_audience = '${sso.audience}';
 # jwt-role-claim-key names a claim no provider issues: a provider's token
-# never chooses a database role.
+# never chooses a database role.${
+      exchange
+        ? `
+# The key set also holds the public key of postgrest-sessions token-exchange
+# (kid ${EXCHANGE_KEY_ID}), which vouches for the provider's opaque tokens.`
+        : ""
+    }
 ${settings}
 # END JWT
 `,
@@ -118,6 +135,12 @@ export function postgrestConfCommand(): Command {
       new Option("--oidc-keys <file>", "a JWKS file instead of discovery").env("OIDC_KEYS_FILE"),
     )
     .addOption(
+      new Option(
+        "--exchange-key <file>",
+        "trust postgrest-sessions token-exchange's key too (its EC P-256 private key, PEM; only the public half is written)",
+      ).env("TOKEN_EXCHANGE_KEY_FILE"),
+    )
+    .addOption(
       new Option("--identity <mode>", "how requests are identified: pre-request or inline")
         .choices(["pre-request", "inline"])
         .default("pre-request")
@@ -128,8 +151,12 @@ export function postgrestConfCommand(): Command {
       runAction(async () => {
         const problems: string[] = [];
         const sso = ssoOptions(flags, problems);
+        if (flags.exchangeKey && !sso) problems.push("--exchange-key needs --oidc-issuer");
         assertNoProblems(problems);
-        const text = await postgrestConf(sso, flags.identity);
+        const exchange = flags.exchangeKey
+          ? await exchangeKey(await readFile(flags.exchangeKey, "utf8"), flags.exchangeKey)
+          : undefined;
+        const text = await postgrestConf(sso, flags.identity, exchange);
         if (flags.output) await writeFile(flags.output, text);
         else process.stdout.write(text);
       }),

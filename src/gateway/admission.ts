@@ -3,9 +3,9 @@
 // user's own door role with a one-minute password the gateway made up, then
 // the role sealed so that no password opens it until the next door login.
 
-import { createHash } from "node:crypto";
 import { createLocalJWKSet, type JWTPayload, jwtVerify } from "jose";
 import type pg from "pg";
+import { ProviderUnavailable, userinfoChecker } from "../serving/userinfo.js";
 import { randomPassword, scramVerifier } from "./scram.js";
 import {
   openUpstream,
@@ -89,9 +89,6 @@ export function refusal(outcome: string, user: string): ErrorFields {
   return (REFUSALS[outcome] ?? (REFUSALS.failed as (u: string) => ErrorFields))(user);
 }
 
-/** The provider could not say whether a token is valid (down, slow, nonsense). */
-class ProviderUnavailable extends Error {}
-
 const looksLikeJwt = (secret: string) => /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/.test(secret);
 
 export interface Admitted {
@@ -123,15 +120,6 @@ export interface Admission {
   ): Promise<Admitted | ErrorFields>;
 }
 
-/** How long a token the provider vouched for is taken without asking again. */
-const USERINFO_CACHE_MS = 60_000;
-/** How long a token the provider refused is refused without asking again. */
-const USERINFO_REFUSED_MS = 10_000;
-const USERINFO_CACHE_SIZE = 1000;
-const USERINFO_TIMEOUT_MS = 5_000;
-/** Questions to the provider at once; more wait their turn (a short queue, not a refusal). */
-const USERINFO_AT_ONCE = 8;
-
 export function admission(
   control: pg.Pool,
   upstreamAt: UpstreamAddress,
@@ -142,84 +130,14 @@ export function admission(
 ): Admission {
   const opaqueAtProvider =
     accessTokens?.userinfo !== undefined && oauthIssuer === accessTokens.issuer;
-  /** The provider's answers of the last minute, by the token's sha256 (undefined: refused). */
-  const vouched = new Map<string, { claims: JWTPayload | undefined; until: number }>();
-  let asking = 0;
-  const turns: Array<() => void> = [];
-
-  async function inTurn<T>(work: () => Promise<T>): Promise<T> {
-    if (asking >= USERINFO_AT_ONCE) await new Promise<void>((resolve) => turns.push(resolve));
-    asking++;
-    try {
-      return await work();
-    } finally {
-      asking--;
-      turns.shift()?.();
-    }
-  }
-
-  function remember(key: string, claims: JWTPayload | undefined, ms: number): void {
-    const now = Date.now();
-    if (vouched.size >= USERINFO_CACHE_SIZE) {
-      for (const [k, v] of vouched) {
-        if (v.until <= now || vouched.size >= USERINFO_CACHE_SIZE) vouched.delete(k);
-      }
-    }
-    vouched.set(key, { claims, until: now + ms });
-  }
-
-  /**
-   * An opaque token, checked at the provider's userinfo endpoint: its
-   * subject (and email), or undefined when the provider says it is not
-   * valid. A provider that cannot answer throws: no token it could not
-   * check is ever taken. Vouched-for tokens are remembered for a minute.
-   */
-  async function askProvider(token: string): Promise<JWTPayload | undefined> {
-    const options = accessTokens as AccessTokenOptions;
-    const key = createHash("sha256").update(token).digest("base64url");
-    const now = Date.now();
-    const known = vouched.get(key);
-    if (known && known.until > now) return known.claims;
-    let response: Response;
-    try {
-      response = await inTurn(() =>
-        fetch(options.userinfo as string, {
-          headers: { authorization: `Bearer ${token}`, accept: "application/json" },
-          signal: AbortSignal.timeout(USERINFO_TIMEOUT_MS),
-        }),
-      );
-    } catch (error) {
-      throw new ProviderUnavailable(`userinfo unreachable: ${(error as Error).message}`);
-    }
-    if (response.status === 401 || response.status === 403) {
-      await response.body?.cancel();
-      remember(key, undefined, USERINFO_REFUSED_MS);
-      return undefined;
-    }
-    if (!response.ok) throw new ProviderUnavailable(`userinfo answered ${response.status}`);
-    let body: unknown;
-    try {
-      body = await response.json();
-    } catch {
-      throw new ProviderUnavailable("userinfo answered something that is not JSON");
-    }
-    const info = body as Record<string, unknown>;
-    if (typeof info?.sub !== "string" || info.sub === "") {
-      throw new ProviderUnavailable("userinfo answered without a subject");
-    }
-    // The provider vouched for the token and its subject; the rest of the
-    // check (issuer, audience, expiry) is ours to state for the database.
-    const claims: JWTPayload = {
-      ...(typeof info.email === "string" ? { email: info.email } : {}),
-      ...(typeof info.email_verified === "boolean" ? { email_verified: info.email_verified } : {}),
-      iss: options.issuer,
-      sub: info.sub,
-      aud: options.audience,
-      exp: Math.floor(now / 1000) + USERINFO_CACHE_MS / 1000,
-    };
-    remember(key, claims, USERINFO_CACHE_MS);
-    return claims;
-  }
+  const provider =
+    opaqueAtProvider && accessTokens?.userinfo
+      ? userinfoChecker({
+          issuer: accessTokens.issuer,
+          audience: accessTokens.audience,
+          userinfo: accessTokens.userinfo,
+        })
+      : undefined;
 
   const keys = accessTokens ? createLocalJWKSet(JSON.parse(accessTokens.jwks)) : undefined;
   // One door login per user at a time: each rotates the user's role password.
@@ -339,7 +257,7 @@ export function admission(
       if (jwt || (opaqueAtProvider && token !== "")) {
         let claims: JWTPayload | undefined;
         try {
-          claims = jwt ? await verifyAccessToken(token) : await askProvider(token);
+          claims = jwt ? await verifyAccessToken(token) : await provider?.check(token);
         } catch (error) {
           if (!(error instanceof ProviderUnavailable)) throw error;
           // Why is for the gateway's log, not for whoever sent the token.

@@ -33,6 +33,8 @@ import {
 } from "./postgrest.js";
 import { type FrontProxy, startFrontProxy } from "./proxy.js";
 import { providerKeys, type SsoOptions, ssoPostgrestEnv, ssoSessionSettings } from "./sso.js";
+import { exchangeKey, tokenExchange, withExchangeKey } from "./token-exchange.js";
+import { userinfoChecker } from "./userinfo.js";
 
 export interface LocalDeploymentOptions {
   /** One literate document instead of the project's list (package.json). */
@@ -515,9 +517,18 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   const compiled = await compileProject(documents, { includeFixtures, includeTests: wantTests });
   // The provider's keys before anything starts: an unreachable issuer is an
   // error of its own, not a half-started deployment.
-  const ssoEnv = options.sso
-    ? ssoPostgrestEnv(await providerKeys(options.sso), options.sso.audience)
-    : {};
+  const providerJwks = options.sso ? await providerKeys(options.sso) : undefined;
+  // Opaque provider tokens: the front door's token exchange signs for what
+  // the provider's userinfo said, with a key made now that PostgREST trusts
+  // beside the provider's (token-exchange.ts).
+  const exchange = options.sso?.userinfo !== undefined ? await exchangeKey() : undefined;
+  const ssoEnv =
+    options.sso && providerJwks
+      ? ssoPostgrestEnv(
+          exchange ? withExchangeKey(providerJwks, exchange) : providerJwks,
+          options.sso.audience,
+        )
+      : {};
   const sessionSettings = {
     ...LOCAL_SESSION_SETTINGS,
     ...(options.sso ? ssoSessionSettings(options.sso) : {}),
@@ -525,6 +536,12 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
   // The front door first: a port in use fails before anything is started.
   const frontend = options.file ? undefined : readProjectConfig(options.cwd).frontend;
   const proxy = await startFrontProxy(options.port ?? 3000, undefined, frontend);
+  if (exchange && options.sso?.userinfo) {
+    const { issuer, audience, userinfo } = options.sso;
+    proxy.setLoginExchange(
+      tokenExchange(userinfoChecker({ issuer, audience, userinfo }), exchange, log),
+    );
+  }
   let cluster: Cluster;
   try {
     cluster = await startPostgres(options, log);
@@ -564,12 +581,13 @@ export async function deployLocal(options: LocalDeploymentOptions = {}): Promise
           ...(options.gatewayPort ? { gatewayPort: options.gatewayPort } : {}),
           ...(options.pgwebBackendPort ? { pgwebBackendPort: options.pgwebBackendPort } : {}),
           issuer: proxy.url,
-          ...(options.sso && ssoEnv.PGRST_JWT_SECRET
+          ...(options.sso && providerJwks
             ? {
                 accessTokens: {
                   issuer: options.sso.issuer,
                   audience: options.sso.audience,
-                  jwks: ssoEnv.PGRST_JWT_SECRET,
+                  jwks: providerJwks,
+                  ...(options.sso.userinfo ? { userinfo: options.sso.userinfo } : {}),
                 },
               }
             : {}),

@@ -10,6 +10,7 @@ import http from "node:http";
 import { extname, join } from "node:path";
 import { registerCleanup } from "../cleanup.js";
 import { assertPortFree, listen } from "../net.js";
+import { type Exchanged, LOGIN_WITH_TOKEN } from "./token-exchange.js";
 
 export interface FrontProxy {
   readonly url: string;
@@ -33,6 +34,11 @@ export interface FrontProxy {
    * the handler answers and returns true, or returns false to pass.
    */
   addPages(handler: (req: http.IncomingMessage, res: http.ServerResponse) => boolean): void;
+  /**
+   * Opaque provider tokens at POST /rpc/login_with_token: the exchange
+   * replaces one with a JWT PostgREST trusts, or refuses (token-exchange.ts).
+   */
+  setLoginExchange(exchange: (authorization: string | undefined) => Promise<Exchanged>): void;
   close(): Promise<void>;
 }
 
@@ -104,7 +110,7 @@ const HOP_BY_HOP = new Set([
   "upgrade",
 ]);
 
-function endToEndHeaders(headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
+export function endToEndHeaders(headers: http.IncomingHttpHeaders): http.OutgoingHttpHeaders {
   const named = String(headers.connection ?? "")
     .split(",")
     .map((name) => name.trim().toLowerCase());
@@ -116,7 +122,7 @@ function endToEndHeaders(headers: http.IncomingHttpHeaders): http.OutgoingHttpHe
 }
 
 /** The response's raw headers without hop-by-hop ones (repeats such as Set-Cookie kept). */
-function endToEndRawHeaders(raw: string[]): string[] {
+export function endToEndRawHeaders(raw: string[]): string[] {
   const kept: string[] = [];
   for (let i = 0; i + 1 < raw.length; i += 2) {
     if (!HOP_BY_HOP.has((raw[i] as string).toLowerCase()))
@@ -297,6 +303,7 @@ export async function startFrontProxy(
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
   const inFlight = new InFlight();
   const pages: Array<(req: http.IncomingMessage, res: http.ServerResponse) => boolean> = [];
+  let loginExchange: ((authorization: string | undefined) => Promise<Exchanged>) | undefined;
 
   /**
    * Sends one request upstream. A failure before any answer is retried once
@@ -383,6 +390,19 @@ export async function startFrontProxy(
     } catch {
       return; // the client went away
     }
+    if (
+      loginExchange &&
+      req.method === "POST" &&
+      new URL(req.url ?? "/", "http://localhost").pathname === LOGIN_WITH_TOKEN
+    ) {
+      const exchanged = await loginExchange(req.headers.authorization);
+      if (exchanged.kind === "refused") {
+        res.writeHead(exchanged.status, { "content-type": "application/json; charset=utf-8" });
+        res.end(exchanged.body);
+        return;
+      }
+      if (exchanged.kind === "replaced") req.headers.authorization = exchanged.authorization;
+    }
     forward(req, res, body, 1);
   });
   await listen(server, "127.0.0.1", port);
@@ -408,6 +428,9 @@ export async function startFrontProxy(
     demoUrl: demoDir === undefined ? undefined : `http://127.0.0.1:${port}/demo/`,
     setTarget: (next) => {
       target = next;
+    },
+    setLoginExchange: (exchange) => {
+      loginExchange = exchange;
     },
     setReadTargets: (ports) => {
       readTargets = [...ports];

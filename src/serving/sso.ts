@@ -20,6 +20,12 @@ export interface SsoOptions {
   audience: string;
   /** A JWKS file to use instead of fetching keys through discovery (offline use). */
   keysFile?: string;
+  /**
+   * The provider's userinfo endpoint, for its opaque (non-JWT) access tokens:
+   * at /rpc/login_with_token through the token exchange, at the gateway's
+   * OAuth door directly.
+   */
+  userinfo?: string;
 }
 
 /**
