@@ -395,7 +395,22 @@ export async function startFrontProxy(
       req.method === "POST" &&
       new URL(req.url ?? "/", "http://localhost").pathname === LOGIN_WITH_TOKEN
     ) {
-      const exchanged = await loginExchange(req.headers.authorization);
+      let exchanged: Exchanged;
+      try {
+        exchanged = await loginExchange(req.headers.authorization);
+      } catch (error) {
+        process.stderr.write(`token exchange: ${(error as Error).message}\n`);
+        res.writeHead(500, { "content-type": "application/json; charset=utf-8" });
+        res.end(
+          JSON.stringify({
+            code: "PT500",
+            details: null,
+            hint: null,
+            message: "the token exchange failed",
+          }),
+        );
+        return;
+      }
       if (exchanged.kind === "refused") {
         res.writeHead(exchanged.status, { "content-type": "application/json; charset=utf-8" });
         res.end(exchanged.body);
