@@ -31,6 +31,7 @@ const SUITES = [
   "test/door-abuse.test.ts",
   "test/email.test.ts",
   "test/device.test.ts",
+  "test/single-sign-on.test.ts",
 ];
 
 const USAGE = `usage: npm run test:compat -- [options]
