@@ -52,6 +52,77 @@ afterAll(async () => {
   await idp?.close();
 });
 
+/** A provider user with an account that has a database door. */
+async function signedUp(): Promise<{ sub: string; email: string }> {
+  const sub = subject();
+  const response = await loginWithToken(new TestClient(api), await idp.sign(sub));
+  expect(response.status, response.text).toBe(200);
+  const email = `${sub}@sso.example`;
+  const db = await deployment.connect();
+  try {
+    await db.query("select auth.grant_door(user_id) from auth.users where email = $1", [email]);
+  } finally {
+    await db.end();
+  }
+  return { sub, email };
+}
+
+/**
+ * A provider's userinfo endpoint, a real HTTP server: it answers for the
+ * opaque tokens in `issued`, refuses others with 401, and can be taken down.
+ */
+async function startUserinfo(issued: Map<string, Record<string, unknown>>) {
+  let asked = 0;
+  const server = http.createServer((req, res) => {
+    asked++;
+    const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "";
+    const who = issued.get(token);
+    res.writeHead(who ? 200 : 401, { "content-type": "application/json" });
+    res.end(JSON.stringify(who ?? { error: "invalid_token" }));
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
+  return {
+    server,
+    url: `http://127.0.0.1:${port}/userinfo`,
+    /** How many questions it has answered. */
+    asked: () => asked,
+    stop: async () => {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** A gateway beside the deployment's whose OAuth door names the provider. */
+async function providerDoor(userinfo?: string): Promise<Gateway> {
+  const doors = deployment.doors;
+  if (!doors) throw new Error("the SSO deployment started no gateway");
+  const config = deployment.cluster.connectionConfig(deployment.database);
+  const keys = await (await fetch(`${idp.issuer}/keys`)).text();
+  return startGateway({
+    control: doors.control,
+    upstream: upstreamAddress(String(config.host), Number(config.port), deployment.database),
+    accessTokens: {
+      issuer: idp.issuer,
+      audience: idp.audience,
+      jwks: keys,
+      ...(userinfo ? { userinfo } : {}),
+    },
+    oauth: { issuer: idp.issuer },
+  });
+}
+
+/** libpq 18 presenting `token` (no flow) at the door's OAuth port, with no user name. */
+function presentToken(python: string, gateway: Gateway, token: string): Libpq18 {
+  return new Libpq18(
+    python,
+    `host=127.0.0.1 port=${gateway.oauthPort} dbname=${deployment.database} ` +
+      `sslmode=disable oauth_issuer=${idp.issuer} oauth_client_id=psql`,
+    { OAUTH_TOKEN: token },
+  );
+}
+
 describe("a project without sso.sql.md", () => {
   it("deploy-local with an identity provider says which document is missing, and leaves nothing", async () => {
     await expect(
@@ -246,21 +317,6 @@ describe("login with an identity provider's token", () => {
 });
 
 describe("an access token as the database password (the gateway)", () => {
-  /** A provider user with an account that has a database door. */
-  async function signedUp(): Promise<{ sub: string; email: string }> {
-    const sub = subject();
-    const response = await loginWithToken(new TestClient(api), await idp.sign(sub));
-    expect(response.status, response.text).toBe(200);
-    const email = `${sub}@sso.example`;
-    const db = await deployment.connect();
-    try {
-      await db.query("select auth.grant_door(user_id) from auth.users where email = $1", [email]);
-    } finally {
-      await db.end();
-    }
-    return { sub, email };
-  }
-
   async function doorFailures(email: string): Promise<number> {
     const db = await deployment.connect();
     try {
@@ -335,16 +391,7 @@ describe("the provider's token on the OAuth door (libpq 18)", () => {
 
   beforeAll(async () => {
     python = libpq18Python();
-    const doors = deployment.doors;
-    if (!doors) throw new Error("the SSO deployment started no gateway");
-    const config = deployment.cluster.connectionConfig(deployment.database);
-    const keys = await (await fetch(`${idp.issuer}/keys`)).text();
-    gateway = await startGateway({
-      control: doors.control,
-      upstream: upstreamAddress(String(config.host), Number(config.port), deployment.database),
-      accessTokens: { issuer: idp.issuer, audience: idp.audience, jwks: keys },
-      oauth: { issuer: idp.issuer },
-    });
+    gateway = await providerDoor();
   }, 60_000);
 
   afterAll(async () => {
@@ -352,28 +399,14 @@ describe("the provider's token on the OAuth door (libpq 18)", () => {
     await gateway?.close();
   });
 
-  function connect(token: string, user = ""): Libpq18 {
-    const client = new Libpq18(
-      python,
-      `host=127.0.0.1 port=${gateway.oauthPort} dbname=${deployment.database} user=${user} ` +
-        `sslmode=disable oauth_issuer=${idp.issuer} oauth_client_id=psql`,
-      { OAUTH_TOKEN: token },
-    );
+  function connect(token: string): Libpq18 {
+    const client = presentToken(python, gateway, token);
     clients.push(client);
     return client;
   }
 
   it("names the provider in its challenge and lets a linked identity in, with no user name", async () => {
-    const sub = subject();
-    const response = await loginWithToken(new TestClient(api), await idp.sign(sub));
-    expect(response.status, response.text).toBe(200);
-    const email = `${sub}@sso.example`;
-    const db = await deployment.connect();
-    try {
-      await db.query("select auth.grant_door(user_id) from auth.users where email = $1", [email]);
-    } finally {
-      await db.end();
-    }
+    const { sub, email } = await signedUp();
     const client = connect(await idp.sign(sub));
     const hook = await client.next(["hook"]);
     expect(hook.openid_configuration).toBe(`${idp.issuer}/.well-known/openid-configuration`);
@@ -391,59 +424,26 @@ describe("the provider's token on the OAuth door (libpq 18)", () => {
 });
 
 describe("opaque provider tokens on the OAuth door, checked at userinfo (libpq 18)", () => {
-  // A userinfo endpoint of our own, a real HTTP server: it knows the tokens
-  // it handed out, and can be taken down.
-  const issued = new Map<string, { sub: string; email: string }>();
-  let userinfo: http.Server;
-  let userinfoUrl = "";
-  let asked = 0;
+  const issued = new Map<string, Record<string, unknown>>();
+  let userinfo: Awaited<ReturnType<typeof startUserinfo>>;
   let gateway: Gateway;
   let python: string;
   const clients: Libpq18[] = [];
 
   beforeAll(async () => {
     python = libpq18Python();
-    userinfo = http.createServer((req, res) => {
-      asked++;
-      const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "";
-      const who = issued.get(token);
-      res.writeHead(who ? 200 : 401, { "content-type": "application/json" });
-      res.end(JSON.stringify(who ?? { error: "invalid_token" }));
-    });
-    const port = await freePort();
-    await new Promise<void>((resolve) => userinfo.listen(port, "127.0.0.1", resolve));
-    userinfoUrl = `http://127.0.0.1:${port}/userinfo`;
-    const doors = deployment.doors;
-    if (!doors) throw new Error("the SSO deployment started no gateway");
-    const config = deployment.cluster.connectionConfig(deployment.database);
-    const keys = await (await fetch(`${idp.issuer}/keys`)).text();
-    gateway = await startGateway({
-      control: doors.control,
-      upstream: upstreamAddress(String(config.host), Number(config.port), deployment.database),
-      accessTokens: {
-        issuer: idp.issuer,
-        audience: idp.audience,
-        jwks: keys,
-        userinfo: userinfoUrl,
-      },
-      oauth: { issuer: idp.issuer },
-    });
+    userinfo = await startUserinfo(issued);
+    gateway = await providerDoor(userinfo.url);
   }, 60_000);
 
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.end()));
     await gateway?.close();
-    userinfo?.closeAllConnections();
-    await new Promise((resolve) => userinfo?.close(resolve));
+    await userinfo?.stop();
   });
 
   async function outcome(token: string): Promise<{ event: string; error?: unknown }> {
-    const client = new Libpq18(
-      python,
-      `host=127.0.0.1 port=${gateway.oauthPort} dbname=${deployment.database} ` +
-        `sslmode=disable oauth_issuer=${idp.issuer} oauth_client_id=psql`,
-      { OAUTH_TOKEN: token },
-    );
+    const client = presentToken(python, gateway, token);
     clients.push(client);
     const result = await client.next(["connected", "connect_failed"]);
     if (result.event === "connected") {
@@ -456,22 +456,16 @@ describe("opaque provider tokens on the OAuth door, checked at userinfo (libpq 1
   }
 
   it("lets in the linked account the provider names, asks once a minute per token, and refuses tokens it does not know", async () => {
-    const sub = subject();
-    const signup = await loginWithToken(new TestClient(api), await idp.sign(sub));
-    expect(signup.status, signup.text).toBe(200);
-    const email = `${sub}@sso.example`;
-    const db = await deployment.connect();
-    try {
-      await db.query("select auth.grant_door(user_id) from auth.users where email = $1", [email]);
-    } finally {
-      await db.end();
-    }
+    const { sub, email } = await signedUp();
     const token = randomBytes(24).toString("hex");
     issued.set(token, { sub, email });
-    const before = asked;
+    const before = userinfo.asked();
     expect(await outcome(token)).toEqual({ event: "connected", error: [[email]] });
     expect(await outcome(token)).toEqual({ event: "connected", error: [[email]] });
-    expect(asked - before, "the second login used the provider's answer of a moment ago").toBe(1);
+    expect(
+      userinfo.asked() - before,
+      "the second login used the provider's answer of a moment ago",
+    ).toBe(1);
 
     const unknown = await outcome(randomBytes(24).toString("hex"));
     expect(unknown.event).toBe("connect_failed");
@@ -481,8 +475,7 @@ describe("opaque provider tokens on the OAuth door, checked at userinfo (libpq 1
   it("refuses every token, saying why, while the provider cannot be asked", async () => {
     const token = randomBytes(24).toString("hex");
     issued.set(token, { sub: subject(), email: "nobody@sso.example" });
-    userinfo.closeAllConnections();
-    await new Promise((resolve) => userinfo.close(resolve));
+    await userinfo.stop();
     const down = await outcome(token);
     expect(down.event).toBe("connect_failed");
     expect(String(down.error)).toMatch(/the identity provider could not check the token/);
@@ -490,36 +483,24 @@ describe("opaque provider tokens on the OAuth door, checked at userinfo (libpq 1
 });
 
 describe("opaque provider tokens at /rpc/login_with_token (the token exchange)", () => {
-  // The provider's userinfo endpoint, a real HTTP server that knows the
-  // opaque tokens it handed out and can be taken down.
   const issued = new Map<string, Record<string, unknown>>();
-  let userinfo: http.Server;
-  let userinfoUrl = "";
+  let userinfo: Awaited<ReturnType<typeof startUserinfo>>;
   let local: LocalDeployment;
 
   beforeAll(async () => {
-    userinfo = http.createServer((req, res) => {
-      const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "";
-      const who = issued.get(token);
-      res.writeHead(who ? 200 : 401, { "content-type": "application/json" });
-      res.end(JSON.stringify(who ?? { error: "invalid_token" }));
-    });
-    const port = await freePort();
-    await new Promise<void>((resolve) => userinfo.listen(port, "127.0.0.1", resolve));
-    userinfoUrl = `http://127.0.0.1:${port}/userinfo`;
+    userinfo = await startUserinfo(issued);
     // deploy-local's front door runs the exchange itself.
     local = await deployLocal({
       port: await freePort(),
       tests: false,
       gateway: false,
-      sso: { issuer: idp.issuer, audience: idp.audience, userinfo: userinfoUrl },
+      sso: { issuer: idp.issuer, audience: idp.audience, userinfo: userinfo.url },
     });
   }, 120_000);
 
   afterAll(async () => {
     await local?.stop();
-    userinfo?.closeAllConnections();
-    await new Promise((resolve) => userinfo?.close(resolve));
+    await userinfo?.stop();
   });
 
   /** An opaque token the provider knows, for a new subject with a verified address. */
@@ -596,7 +577,7 @@ describe("opaque provider tokens at /rpc/login_with_token (the token exchange)",
         "--oidc-audience",
         idp.audience,
         "--oidc-userinfo",
-        userinfoUrl,
+        userinfo.url,
       ]);
       const started = Date.now();
       while (!run.stderr().includes("listening") && Date.now() - started < 15_000) {
@@ -641,8 +622,7 @@ describe("opaque provider tokens at /rpc/login_with_token (the token exchange)",
     expect(unknown.status).toBe(401);
     expect(unknown.text).toContain("the identity provider does not accept this token");
     const { token } = opaqueToken();
-    userinfo.closeAllConnections();
-    await new Promise((resolve) => userinfo.close(resolve));
+    await userinfo.stop();
     const down = await loginWithToken(new TestClient(local.url), token);
     expect(down.status).toBe(503);
     expect(down.text).toContain("the identity provider could not check the token");

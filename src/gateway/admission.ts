@@ -89,7 +89,8 @@ export function refusal(outcome: string, user: string): ErrorFields {
   return (REFUSALS[outcome] ?? (REFUSALS.failed as (u: string) => ErrorFields))(user);
 }
 
-const looksLikeJwt = (secret: string) => /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/.test(secret);
+/** A compact JWS's shape (three base64url parts, a JSON header): told apart from opaque tokens. */
+export const looksLikeJwt = (secret: string) => /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/.test(secret);
 
 export interface Admitted {
   upstream: UpstreamConnection;

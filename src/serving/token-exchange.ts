@@ -18,6 +18,7 @@ import {
   type KeyObject,
 } from "node:crypto";
 import { exportJWK, SignJWT } from "jose";
+import { looksLikeJwt } from "../gateway/admission.js";
 import { ProviderUnavailable, type UserinfoChecker } from "./userinfo.js";
 
 /** The key id of the exchange's key in PostgREST's key set. */
@@ -67,8 +68,6 @@ export type Exchanged =
   | { kind: "pass" }
   | { kind: "replaced"; authorization: string }
   | { kind: "refused"; status: number; body: string };
-
-const looksLikeJwt = (token: string) => /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/.test(token);
 
 function refusedBody(status: number, message: string, hint: string): string {
   return JSON.stringify({ code: `PT${status}`, details: null, hint, message });
