@@ -217,6 +217,9 @@ class DoorGateway {
   private track(socket: Socket): void {
     this.sockets.add(socket);
     socket.on("close", () => this.sockets.delete(socket));
+    // A client that resets its connection must never take the gateway down
+    // with an unhandled error, whatever stage it is at.
+    socket.on("error", () => socket.destroy());
   }
 
   /**
@@ -227,7 +230,6 @@ class DoorGateway {
   async accept(raw: Socket, door: Door = "password"): Promise<void> {
     this.track(raw);
     raw.setNoDelay(true);
-    raw.on("error", () => raw.destroy());
     const address = addressKey(raw.remoteAddress);
     const releasePending = this.pending.take(address);
     if (!releasePending) {
@@ -238,8 +240,20 @@ class DoorGateway {
       return;
     }
     let current: Socket = raw;
+    let speaking = false;
     const deadline = setTimeout(() => {
       this.log(`gateway: a connection from ${address} did not log in within the time allowed`);
+      if (speaking && current.writable) {
+        // Past its startup message a client is waiting for the server's
+        // word: it hears why, as PostgreSQL's own timeout says it. Half
+        // closed now (login sees it cannot go on), gone a moment later.
+        current.end(errorResponse(fatal("57014", "canceling authentication due to timeout")));
+        setTimeout(() => {
+          current.destroy();
+          raw.destroy();
+        }, 1000).unref();
+        return;
+      }
       current.destroy();
       raw.destroy();
     }, this.limits.authenticationTimeoutMs);
@@ -258,6 +272,7 @@ class DoorGateway {
         current.destroy();
         return;
       }
+      speaking = true;
       await this.login(current, address, opening.minor, opening.parameters, opening.rest, door);
     } catch (error) {
       this.log(
@@ -370,7 +385,7 @@ class DoorGateway {
       giveUp();
       return refuse(admitted);
     }
-    if (socket.destroyed) {
+    if (socket.destroyed || !socket.writable) {
       // The deadline passed while the database checked: nobody to relay to.
       giveUp();
       admitted.upstream.socket.destroy();
