@@ -439,7 +439,10 @@ suite("21.3 and 21.4: bounded before anyone logs in", () => {
     const slow = await loginError(door, "abuse-never-answers@example.com", "unused", {
       password: () => new Promise<string>(() => {}),
     });
-    expect(slow).toMatchObject({ code: "57014", message: "canceling authentication due to timeout" });
+    expect(slow).toMatchObject({
+      code: "57014",
+      message: "canceling authentication due to timeout",
+    });
 
     const address = "127.0.0.88";
     const waiting = await Promise.all(
