@@ -260,6 +260,26 @@ suite("20.4: no password guessing with a stolen session through a door", () => {
       await client.end();
     }
   });
+
+  it("no device sign-in through a door: it cannot approve a code, ask for one or fetch a token", async () => {
+    const user = await doorUser(api, "abuse-device");
+    const client = await connectPg(door, user.email, user.password);
+    try {
+      await client.query("select set_config('request.method', 'POST', false)");
+      for (const call of [
+        "select api.device_lookup('BCDFGHJK')",
+        "select api.device_decide('BCDFGHJK', true)",
+        "select api.device_authorization('psql')",
+        "select api.oauth_token('urn:ietf:params:oauth:grant-type:device_code', 'x', 'psql')",
+      ]) {
+        await expect(client.query(call), call).rejects.toThrow(
+          /for the HTTP API, not for a database connection/,
+        );
+      }
+    } finally {
+      await client.end();
+    }
+  });
 });
 
 suite("20.5: door secrets stay out of the server log", () => {
