@@ -117,13 +117,27 @@ export class Relay {
       client.write(this.upstream.rest);
     }
     client.on("data", (chunk: Buffer) => this.fromClient(chunk));
-    server.on("data", (chunk: Buffer) => {
-      this.server.feed(chunk);
-      if (!client.write(chunk)) {
-        server.pause();
+    const direct = this.upstream.direct;
+    if (direct) {
+      // The chunk is ours only until this returns: when the write could not
+      // finish at once (bytes still queued), the next read goes elsewhere.
+      direct.sink = (chunk) => {
+        this.server.feed(chunk);
+        const flowing = client.write(chunk);
+        if (client.writableLength > 0) direct.keep();
+        if (flowing) return true;
         client.once("drain", () => server.resume());
-      }
-    });
+        return false;
+      };
+    } else {
+      server.on("data", (chunk: Buffer) => {
+        this.server.feed(chunk);
+        if (!client.write(chunk)) {
+          server.pause();
+          client.once("drain", () => server.resume());
+        }
+      });
+    }
     const finish = () => this.finish();
     client.on("close", finish);
     client.on("error", finish);

@@ -54,6 +54,8 @@ export interface UpstreamConnection {
   readyForQuery: Buffer;
   /** Bytes that arrived after it (none, unless the server talks first). */
   rest: Buffer;
+  /** Present when the socket is read directly (a plain connection, not TLS): the relay's way in. */
+  direct?: DirectReads;
 }
 
 /** An ErrorResponse from the server during startup (too many connections, a bad password). */
@@ -67,11 +69,55 @@ export class UpstreamRefused extends Error {
   }
 }
 
-function rawConnect(address: UpstreamAddress): Promise<Socket> {
+/** What one read from the server may bring: as much as PostgreSQL sends at once. */
+const READ_SIZE = 64 * 1024;
+
+/**
+ * The server's bytes read straight into a buffer of ours (Node's `onread`),
+ * without the stream machinery's work and allocation for every chunk: the
+ * relay's busiest path. The same buffer serves read after read, unless the
+ * last chunk is still referenced by a write that could not finish at once
+ * (`keep`): then the next read gets a new one, so nothing waiting to be sent
+ * is ever overwritten. Until the relay takes over (`sink`), each chunk is
+ * handed to the socket's own `data` listeners as a copy, which is what the
+ * login's reader expects.
+ */
+export class DirectReads {
+  private buffer = Buffer.allocUnsafe(READ_SIZE);
+  private lent = false;
+  /** The relay: given each chunk (valid only until it returns); false pauses the socket. */
+  sink: ((chunk: Buffer) => boolean) | undefined;
+  socket: Socket | undefined;
+
+  readonly onread = {
+    buffer: (): Buffer => {
+      if (this.lent) {
+        this.buffer = Buffer.allocUnsafe(READ_SIZE);
+        this.lent = false;
+      }
+      return this.buffer;
+    },
+    callback: (bytes: number, buffer: Uint8Array): boolean => {
+      const chunk = (buffer as Buffer).subarray(0, bytes);
+      if (this.sink) return this.sink(chunk);
+      this.socket?.emit("data", Buffer.from(chunk));
+      return true;
+    },
+  };
+
+  /** The chunk just handed out is still referenced: read the next into a new buffer. */
+  keep(): void {
+    this.lent = true;
+  }
+}
+
+function rawConnect(address: UpstreamAddress, direct?: DirectReads): Promise<Socket> {
   return new Promise((resolve, reject) => {
+    const onread = direct ? { onread: direct.onread } : {};
     const socket = address.socketPath
-      ? netConnect({ path: address.socketPath })
-      : netConnect({ host: address.host ?? "127.0.0.1", port: address.port });
+      ? netConnect({ path: address.socketPath, ...onread })
+      : netConnect({ host: address.host ?? "127.0.0.1", port: address.port, ...onread });
+    if (direct) direct.socket = socket;
     socket.once("connect", () => {
       socket.off("error", reject);
       socket.setNoDelay(true);
@@ -114,7 +160,9 @@ export async function openUpstream(
   password: string,
   parameters: Record<string, string>,
 ): Promise<UpstreamConnection> {
-  const socket = await withTls(await rawConnect(address), address);
+  // Direct reads need the kernel's socket: not under TLS, whose records Node decrypts.
+  const direct = address.tls ? undefined : new DirectReads();
+  const socket = await withTls(await rawConnect(address, direct), address);
   const reader = new MessageReader(socket);
   try {
     socket.write(startupMessage({ ...parameters, user, database: address.database }));
@@ -166,7 +214,15 @@ export async function openUpstream(
         pid = body.readInt32BE(0);
         secret = body.readInt32BE(4);
       } else if (type === "Z") {
-        return { socket, parameterStatus, pid, secret, readyForQuery: raw, rest: reader.release() };
+        return {
+          socket,
+          parameterStatus,
+          pid,
+          secret,
+          readyForQuery: raw,
+          rest: reader.release(),
+          ...(direct ? { direct } : {}),
+        };
       }
       // NoticeResponse and anything else during startup: not the client's business.
     }
