@@ -100,7 +100,9 @@ function sessionLost() {
 async function refreshEverything() {
   const me = await api("GET", "/rpc/current_user");
   if (me.status !== 200) {
-    currentUser = null;
+    // A session this page was showing has ended (another tab logged out,
+    // or it was revoked): say so, as a refused request does.
+    if (currentUser) return sessionLost();
     showSignedOut();
     return;
   }
