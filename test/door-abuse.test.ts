@@ -8,6 +8,7 @@ import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { DEFAULT_LIMITS } from "../src/gateway/limits.js";
 import { type Gateway, startGateway } from "../src/gateway/server.js";
 import { freePort } from "../src/net.js";
 import { deployLocal } from "../src/serving/deploy.js";
@@ -485,8 +486,10 @@ suite("21.2: an anonymous password flood", () => {
     // The real user waits in the password line behind the flood's share of
     // it: a few bcrypt runs. This file's other gateway lets a login take
     // only 1.5 s, which a loaded machine can spend on that wait; this one
-    // has the gateway's default time to log in (10 s).
-    const floodGateway = await ownGateway({ authenticationTimeoutMs: 10_000 });
+    // has the gateway's default time to log in.
+    const floodGateway = await ownGateway({
+      authenticationTimeoutMs: DEFAULT_LIMITS.authenticationTimeoutMs,
+    });
     const floodDoor = {
       host: floodGateway.host,
       port: floodGateway.port,

@@ -112,30 +112,21 @@ export class Relay {
     const { client } = this;
     const server = this.upstream.socket;
     if (early.length > 0) this.fromClient(early);
-    if (this.upstream.rest.length > 0) {
-      this.server.feed(this.upstream.rest);
-      client.write(this.upstream.rest);
-    }
+    if (this.upstream.rest.length > 0) this.toClient(this.upstream.rest);
     client.on("data", (chunk: Buffer) => this.fromClient(chunk));
     const direct = this.upstream.direct;
     if (direct) {
       // The chunk is ours only until this returns: when the write could not
       // finish at once (bytes still queued), the next read goes elsewhere.
+      // Returning false pauses the socket.
       direct.sink = (chunk) => {
-        this.server.feed(chunk);
-        const flowing = client.write(chunk);
+        const flowing = this.toClient(chunk);
         if (client.writableLength > 0) direct.keep();
-        if (flowing) return true;
-        client.once("drain", () => server.resume());
-        return false;
+        return flowing;
       };
     } else {
       server.on("data", (chunk: Buffer) => {
-        this.server.feed(chunk);
-        if (!client.write(chunk)) {
-          server.pause();
-          client.once("drain", () => server.resume());
-        }
+        if (!this.toClient(chunk)) server.pause();
       });
     }
     const finish = () => this.finish();
@@ -143,6 +134,14 @@ export class Relay {
     client.on("error", finish);
     server.on("close", finish);
     server.on("error", finish);
+  }
+
+  /** The server's bytes to the client; false (and a resume on drain) when the client is full. */
+  private toClient(chunk: Buffer): boolean {
+    this.server.feed(chunk);
+    if (this.client.write(chunk)) return true;
+    this.client.once("drain", () => this.upstream.socket.resume());
+    return false;
   }
 
   private fromClient(chunk: Buffer): void {
