@@ -44,3 +44,7 @@ if (sources - built > 1) {
   const at = Math.max(Date.now(), sources) / 1000;
   utimesSync(stamp, at, at);
 }
+// The native relay too, when its source is newer than the addon (or it is missing).
+execFileSync(process.execPath, [join(root, "scripts", "build-native.mjs"), "--if-stale"], {
+  stdio: "inherit",
+});

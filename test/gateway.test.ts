@@ -3,10 +3,9 @@
 // cannot become anyone else, and are shown the door when their session ends.
 // pgweb's connect backend is exercised with the exact request pgweb sends.
 
-import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createConnection, type Socket } from "node:net";
+import { createConnection } from "node:net";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
@@ -178,38 +177,6 @@ suite("logging in through the gateway", () => {
       raw.close();
     }
   });
-});
-
-suite("the relay", () => {
-  it("a large result reaches a client that stops reading for a while, byte for byte", async () => {
-    const user = await doorUser(api, "door-slow-reader");
-    const client = await connectPg(door, user.email, user.password);
-    try {
-      const stream = (client as unknown as { connection: { stream: Socket } }).connection.stream;
-      const rows = 200_000;
-      const running = client.query<{ g: number; h: string }>(
-        "select g, md5(g::text) as h from generate_series(1, $1::int) g",
-        [rows],
-      );
-      // Megabytes the client does not read yet: the gateway's writes to it
-      // back up while the server goes on sending.
-      stream.pause();
-      await new Promise((r) => setTimeout(r, 300));
-      stream.resume();
-      const result = await running;
-      expect(result.rows.length).toBe(rows);
-      const wrong = result.rows.filter(
-        (row, i) =>
-          row.g !== i + 1 || row.h !== createHash("md5").update(String(row.g)).digest("hex"),
-      );
-      expect(wrong.slice(0, 3)).toEqual([]);
-      expect((await client.query("select 1 as one")).rows).toEqual([{ one: 1 }]);
-    } finally {
-      await client.end();
-    }
-    // (A relay that overwrote bytes still queued garbles the stream, and the
-    // client waits for a message that never ends: this limit says so sooner.)
-  }, 30_000);
 });
 
 suite("psql works as it does against PostgreSQL", () => {

@@ -38,6 +38,7 @@ interface GatewayFlags {
   maxStatement: string;
   maxTransaction: string;
   maxIdleInTransaction: string;
+  relay: "auto" | "native" | "javascript";
 }
 
 /** "30s", "500ms", "2m" or plain seconds, in milliseconds. */
@@ -229,6 +230,16 @@ export function gatewayCommand(): Command {
       "--public-address <host:port>",
       "the gateway's address as pgweb reaches it, for the database URLs it is given (default: --listen)",
     )
+    .addOption(
+      new Option(
+        "--relay <kind>",
+        "what moves bytes after login: native (the C relay npm run build compiles), javascript, " +
+          "or auto (native when it is built); TLS connections always use javascript",
+      )
+        .choices(["auto", "native", "javascript"])
+        .env("GATEWAY_RELAY")
+        .default("auto"),
+    )
     .option(
       "--max-connections <n>",
       "relayed connections in all (each is one PostgreSQL backend; keep it under max_connections minus PostgREST's pool and the reserved ones)",
@@ -336,6 +347,7 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
           },
         }
       : {}),
+    relay: flags.relay,
     log,
   });
   registerCleanup({ name: "the gateway", stop: () => gateway.close(), lastResort: () => {} });
@@ -343,6 +355,11 @@ async function runGateway(flags: GatewayFlags): Promise<void> {
   log(
     `gateway: listening on ${gateway.host}:${gateway.port} for the database "${gateway.database}"` +
       `${tls ? " (TLS offered)" : ""}${sso ? `, access tokens from ${sso.issuer}` : ""}`,
+  );
+  log(
+    gateway.relay.kind === "native"
+      ? "gateway: relaying with the native relay"
+      : `gateway: relaying in JavaScript (${gateway.relay.why})`,
   );
   if (gateway.oauthPort) {
     log(`gateway: OAuth sign-in on ${gateway.host}:${gateway.oauthPort}, issuer ${oauthIssuer}`);

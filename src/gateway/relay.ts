@@ -4,10 +4,66 @@
 // the connection is in (ReadyForQuery says: idle, in a transaction, or in a
 // failed one). That state is what the gateway's time limits are about, and
 // no client can SET it away.
+//
+// Two relays do that: the native one (native/relay.c, one thread of ours
+// moving bytes with epoll, as PgBouncer does) for plain connections when it
+// was built, and the one in this file, on Node's streams, for TLS on either
+// side, for a gateway told `--relay javascript`, and when the native one is
+// not built. The gateway sees them through `DoorRelay`.
 
 import type { Socket } from "node:net";
+import { TLSSocket } from "node:tls";
+import { descriptorOf, type NativeRelayModule } from "./native.js";
 import type { UpstreamConnection } from "./upstream.js";
 import { type ErrorFields, errorResponse } from "./wire.js";
+
+/** The time limits a relayed connection is held to. */
+export interface RelayLimits {
+  maxStatementMs: number;
+  maxTransactionMs: number;
+  maxIdleInTransactionMs: number;
+}
+
+/** A relayed connection, as the gateway sees it whichever relay moves its bytes. */
+export interface DoorRelay {
+  readonly user: string;
+  readonly sessionId: number;
+  readonly upstream: UpstreamConnection;
+  readonly closed: boolean;
+  /** Which relay this is. */
+  readonly kind: "native" | "javascript";
+  /** Where the connection is now (statement, transaction, idle), for the limits. */
+  snapshot(): RelayState;
+  /** Whether the client sent anything since the last call. */
+  takeActive(): boolean;
+  /**
+   * Starts relaying: `greeting` goes to the client first, then the server's
+   * bytes; `early` is what the client sent before we were ready.
+   */
+  start(greeting: Buffer, early: Buffer, onClose: () => void): void;
+  /** Tells the client why (when a message of ours fits between the server's), and closes. */
+  end(fields: ErrorFields): void;
+  /** Closes both sides now. */
+  destroy(): void;
+}
+
+/** Why this connection must end now, given the limits; undefined when it may go on. */
+export function overLimit(state: RelayState, now: number, limits: RelayLimits): string | undefined {
+  if (!state.ready && now - state.busySince > limits.maxStatementMs) {
+    return `a statement ran longer than the gateway allows (${limits.maxStatementMs / 1000} s)`;
+  }
+  if (state.transactionSince > 0 && now - state.transactionSince > limits.maxTransactionMs) {
+    return `a transaction lasted longer than the gateway allows (${limits.maxTransactionMs / 1000} s)`;
+  }
+  if (
+    state.ready &&
+    state.status !== "I" &&
+    now - state.readySince > limits.maxIdleInTransactionMs
+  ) {
+    return `a transaction sat idle longer than the gateway allows (${limits.maxIdleInTransactionMs / 1000} s)`;
+  }
+  return undefined;
+}
 
 export interface RelayState {
   /** Whether the server is waiting for the client (its last message was ReadyForQuery). */
@@ -72,7 +128,9 @@ class ServerStream {
   }
 }
 
-export class Relay {
+/** The relay on Node's streams. */
+export class StreamRelay implements DoorRelay {
+  readonly kind = "javascript";
   readonly state: RelayState;
   closed = false;
   private readonly server: ServerStream;
@@ -106,11 +164,21 @@ export class Relay {
     state.readySince = now;
   }
 
-  /** Starts relaying; `early` is what the client sent before we were ready. */
-  start(early: Buffer, onClose: () => void): void {
+  snapshot(): RelayState {
+    return { ...this.state };
+  }
+
+  takeActive(): boolean {
+    const active = this.state.active;
+    this.state.active = false;
+    return active;
+  }
+
+  start(greeting: Buffer, early: Buffer, onClose: () => void): void {
     this.onClose.push(onClose);
     const { client } = this;
     const server = this.upstream.socket;
+    client.write(greeting);
     if (early.length > 0) this.fromClient(early);
     if (this.upstream.rest.length > 0) this.toClient(this.upstream.rest);
     client.on("data", (chunk: Buffer) => this.fromClient(chunk));
@@ -158,33 +226,16 @@ export class Relay {
     }
   }
 
-  /** Why this connection must end now, given the limits; undefined when it may go on. */
-  overLimit(
-    now: number,
-    limits: { maxStatementMs: number; maxTransactionMs: number; maxIdleInTransactionMs: number },
-  ): string | undefined {
-    const state = this.state;
-    if (!state.ready && now - state.busySince > limits.maxStatementMs) {
-      return `a statement ran longer than the gateway allows (${limits.maxStatementMs / 1000} s)`;
-    }
-    if (state.transactionSince > 0 && now - state.transactionSince > limits.maxTransactionMs) {
-      return `a transaction lasted longer than the gateway allows (${limits.maxTransactionMs / 1000} s)`;
-    }
-    if (
-      state.ready &&
-      state.status !== "I" &&
-      now - state.readySince > limits.maxIdleInTransactionMs
-    ) {
-      return `a transaction sat idle longer than the gateway allows (${limits.maxIdleInTransactionMs / 1000} s)`;
-    }
-    return undefined;
-  }
-
   /** Tells the client why (when a message of ours fits between the server's), and closes. */
   end(fields: ErrorFields): void {
     if (this.closed) return;
     if (this.server.atBoundary()) this.client.write(errorResponse(fields));
     this.upstream.socket.destroy(); // and finish() closes the client's side
+  }
+
+  destroy(): void {
+    this.client.destroy();
+    this.upstream.socket.destroy();
   }
 
   private finish(): void {
@@ -196,5 +247,118 @@ export class Relay {
     setTimeout(() => this.client.destroy(), 1000).unref();
     this.upstream.socket.destroy();
     for (const callback of this.onClose) callback();
+  }
+}
+
+/**
+ * The native relay: the two sockets' descriptors go to native/relay.c's
+ * thread (Node's own handles are closed, the connections stay open), with
+ * what Node had already read from either side.
+ */
+export class NativeRelay implements DoorRelay {
+  readonly kind = "native";
+  closed = false;
+  private id = -1;
+  private last: RelayState;
+  private onClose: (() => void) | undefined;
+
+  constructor(
+    private readonly native: NativeRelayModule,
+    readonly client: Socket,
+    readonly upstream: UpstreamConnection,
+    readonly user: string,
+    readonly sessionId: number,
+  ) {
+    const now = performance.now();
+    this.last = {
+      ready: true,
+      status: "I",
+      busySince: now,
+      readySince: now,
+      transactionSince: 0,
+      active: false,
+    };
+  }
+
+  /** Whether these two sockets can be handed over: plain ones, nothing left to write. */
+  static fits(client: Socket, upstream: UpstreamConnection): boolean {
+    return (
+      !(client instanceof TLSSocket) &&
+      upstream.direct !== undefined &&
+      descriptorOf(client) !== undefined &&
+      descriptorOf(upstream.socket) !== undefined &&
+      client.writableLength === 0 &&
+      upstream.socket.writableLength === 0
+    );
+  }
+
+  start(greeting: Buffer, early: Buffer, onClose: () => void): void {
+    this.onClose = onClose;
+    const { client } = this;
+    const server = this.upstream.socket;
+    // Whatever Node has read and not handed out yet is the client's too.
+    client.pause();
+    server.pause();
+    const fromClient = [early];
+    for (let chunk = client.read(); chunk !== null; chunk = client.read()) fromClient.push(chunk);
+    this.id = this.native.adopt(
+      descriptorOf(client) as number,
+      descriptorOf(server) as number,
+      greeting,
+      this.upstream.rest,
+      Buffer.concat(fromClient),
+      () => this.finish(),
+    );
+    // The relay holds its own descriptors: Node's go, the connections stay.
+    client.destroy();
+    server.destroy();
+  }
+
+  snapshot(): RelayState {
+    const values = this.closed ? null : this.native.state(this.id, false);
+    if (values) this.last = this.fromNative(values);
+    return { ...this.last };
+  }
+
+  takeActive(): boolean {
+    const values = this.closed ? null : this.native.state(this.id, true);
+    if (!values) return false;
+    this.last = this.fromNative(values);
+    return this.last.active;
+  }
+
+  private fromNative(values: number[]): RelayState {
+    const [ready, status, busyAgo, readyAgo, transactionAgo, active] = values as [
+      number,
+      number,
+      number,
+      number,
+      number,
+      number,
+    ];
+    const now = performance.now();
+    return {
+      ready: ready === 1,
+      status: String.fromCharCode(status),
+      busySince: now - busyAgo,
+      readySince: now - readyAgo,
+      transactionSince: transactionAgo < 0 ? 0 : now - transactionAgo,
+      active: active === 1,
+    };
+  }
+
+  end(fields: ErrorFields): void {
+    if (!this.closed) this.native.end(this.id, errorResponse(fields));
+  }
+
+  destroy(): void {
+    if (!this.closed) this.native.end(this.id);
+  }
+
+  private finish(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.native.release(this.id);
+    this.onClose?.();
   }
 }

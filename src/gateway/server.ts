@@ -19,6 +19,7 @@ import { listen } from "../net.js";
 import { type AccessTokenOptions, type Admitted, admission } from "./admission.js";
 import { readOpening } from "./handshake.js";
 import { addressKey, Counter, DEFAULT_LIMITS, type GatewayLimits } from "./limits.js";
+import { nativeRelay } from "./native.js";
 import {
   authenticationSasl,
   authenticationSaslContinue,
@@ -27,7 +28,7 @@ import {
   parseBearerMessage,
   saslInitialResponse,
 } from "./oauthbearer.js";
-import { Relay } from "./relay.js";
+import { type DoorRelay, NativeRelay, overLimit, StreamRelay } from "./relay.js";
 import { cancelUpstream, type UpstreamAddress, UpstreamRefused } from "./upstream.js";
 import {
   authenticationCleartextPassword,
@@ -78,6 +79,12 @@ export interface GatewayOptions {
   };
   /** How often sessions and time limits are checked (default 250 ms). */
   pollIntervalMs?: number;
+  /**
+   * Which relay moves bytes after login: "native" (native/relay.c, an error
+   * when it is not built), "javascript" (Node's streams), or "auto" (the
+   * default: native when built). TLS connections always use JavaScript's.
+   */
+  relay?: "auto" | "native" | "javascript";
   log?: (line: string) => void;
 }
 
@@ -89,6 +96,8 @@ export interface Gateway {
   readonly limits: GatewayLimits;
   /** Connections relayed right now. */
   connectionCount(): number;
+  /** The relay plain connections get: "native" or "javascript" (and why, when not native). */
+  readonly relay: { kind: "native" | "javascript"; why?: string };
   /** Redeems a pgweb ticket: the session's email and token (see pgweb.ts). */
   redeemTicket(
     ticket: string,
@@ -182,7 +191,9 @@ class DoorGateway {
   /** Session checks and terminations, never queued behind logins. */
   private readonly housekeeping: pg.Pool;
   private readonly doors: ReturnType<typeof admission>;
-  private readonly relays = new Set<Relay>();
+  private readonly relays = new Set<DoorRelay>();
+  readonly relayKind: { kind: "native" | "javascript"; why?: string };
+  private readonly native: ReturnType<typeof nativeRelay>["module"];
   private readonly cancelKeys = new Map<string, { pid: number; secret: number }>();
   private readonly sockets = new Set<Socket>();
   private readonly pending: Counter;
@@ -208,6 +219,16 @@ class DoorGateway {
     this.pending = new Counter(this.limits.maxPendingPerAddress, this.limits.maxPending);
     this.byAddress = new Counter(this.limits.maxConnectionsPerAddress, this.limits.maxConnections);
     this.byUser = new Counter(this.limits.maxConnectionsPerUser, Number.POSITIVE_INFINITY);
+    const wanted = options.relay ?? "auto";
+    if (wanted === "javascript") {
+      this.relayKind = { kind: "javascript", why: "asked for" };
+    } else {
+      const { module, why } = nativeRelay();
+      if (!module && wanted === "native")
+        throw new Error(`the native relay is unavailable: ${why}`);
+      this.native = module;
+      this.relayKind = module ? { kind: "native" } : { kind: "javascript", why };
+    }
   }
 
   get connectionCount(): number {
@@ -475,18 +496,19 @@ class DoorGateway {
     const cancelSecret = randomInt(-(2 ** 31), 2 ** 31);
     const cancelKey = `${pid}:${cancelSecret}`;
     this.cancelKeys.set(cancelKey, { pid: upstream.pid, secret: upstream.secret });
-    const relay = new Relay(socket, upstream, user, sessionId);
+    const relay: DoorRelay =
+      this.native && NativeRelay.fits(socket, upstream)
+        ? new NativeRelay(this.native, socket, upstream, user, sessionId)
+        : new StreamRelay(socket, upstream, user, sessionId);
     this.relays.add(relay);
     this.log(`gateway: ${user} connected (${label}), session ${sessionId}`);
-    socket.write(
-      Buffer.concat([
-        authenticationOk(),
-        ...upstream.parameterStatus,
-        backendKeyData(pid, cancelSecret),
-        upstream.readyForQuery,
-      ]),
-    );
-    relay.start(early, () => {
+    const greeting = Buffer.concat([
+      authenticationOk(),
+      ...upstream.parameterStatus,
+      backendKeyData(pid, cancelSecret),
+      upstream.readyForQuery,
+    ]);
+    relay.start(greeting, early, () => {
       this.relays.delete(relay);
       this.cancelKeys.delete(cancelKey);
       release();
@@ -498,7 +520,7 @@ class DoorGateway {
   }
 
   /** Ends a relay: its backend terminated (a cancel can be caught), the client told why. */
-  private end(relay: Relay, fields: ErrorFields): void {
+  private end(relay: DoorRelay, fields: ErrorFields): void {
     if (relay.closed) return;
     const { pid, secret } = relay.upstream;
     this.housekeeping
@@ -517,12 +539,13 @@ class DoorGateway {
     try {
       const now = performance.now();
       for (const relay of this.relays) {
-        const why = relay.overLimit(now, this.limits);
+        const state = relay.snapshot();
+        const why = overLimit(state, now, this.limits);
         if (why) {
           this.log(
             `gateway: ${relay.user}, session ${relay.sessionId}: ${why}: ending the connection`,
           );
-          this.end(relay, fatal(relay.state.ready ? "25P03" : "57014", why));
+          this.end(relay, fatal(state.ready ? "25P03" : "57014", why));
         }
       }
       // Only the connections asked about: one that opens while the
@@ -532,8 +555,7 @@ class DoorGateway {
       const active = new Set<number>();
       for (const relay of asked) {
         ids.add(relay.sessionId);
-        if (relay.state.active) active.add(relay.sessionId);
-        relay.state.active = false;
+        if (relay.takeActive()) active.add(relay.sessionId);
       }
       if (ids.size === 0) return;
       const { rows } = await this.housekeeping.query<{ id: string }>(
@@ -570,7 +592,7 @@ class DoorGateway {
   /** Drops every connection and relay, then the database pools. */
   async shutDown(): Promise<void> {
     for (const socket of this.sockets) socket.destroy();
-    for (const relay of this.relays) relay.upstream.socket.destroy();
+    for (const relay of this.relays) relay.destroy();
     await Promise.all([this.control.end(), this.housekeeping.end()]);
   }
 }
@@ -623,6 +645,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     database: options.upstream.database,
     tls: options.tls !== undefined,
     connectionCount: () => gateway.connectionCount,
+    relay: gateway.relayKind,
     redeemTicket: (ticket, client, address) => gateway.redeemTicket(ticket, client, address),
     async close() {
       clearInterval(poller);
