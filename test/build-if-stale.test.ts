@@ -40,7 +40,13 @@ it("runs tsc when a source is newer than the last build, and not otherwise", () 
     `#!/bin/sh\necho run >> ${calls}\ntouch ${join(project, "dist", ".tsbuildinfo")}\n`,
   );
   chmodSync(join(project, "node_modules", ".bin", "tsc"), 0o755);
+  // And for the native relay's build, which decides for itself (--if-stale).
+  writeFileSync(
+    join(project, "scripts", "build-native.mjs"),
+    `import { appendFileSync } from "node:fs";\nappendFileSync(${JSON.stringify(join(project, "native"))}, process.argv.slice(2).join(" ") + "\\n");\n`,
+  );
   const build = () => execFileSync("node", [join(project, "scripts", "build-if-stale.mjs")]);
+  const nativeRuns = () => readFileSync(join(project, "native"), "utf8").split("\n").filter(Boolean);
   const runs = () => readFileSync(calls, "utf8").split("\n").filter(Boolean).length;
 
   build();
@@ -53,4 +59,5 @@ it("runs tsc when a source is newer than the last build, and not otherwise", () 
   expect(runs()).toBe(2);
   build();
   expect(runs()).toBe(2);
+  expect(nativeRuns()).toEqual(["--if-stale", "--if-stale", "--if-stale", "--if-stale"]);
 });

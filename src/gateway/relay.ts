@@ -301,14 +301,23 @@ export class NativeRelay implements DoorRelay {
     server.pause();
     const fromClient = [early];
     for (let chunk = client.read(); chunk !== null; chunk = client.read()) fromClient.push(chunk);
-    this.id = this.native.adopt(
-      descriptorOf(client) as number,
-      descriptorOf(server) as number,
-      greeting,
-      this.upstream.rest,
-      Buffer.concat(fromClient),
-      () => this.finish(),
-    );
+    try {
+      this.id = this.native.adopt(
+        descriptorOf(client) as number,
+        descriptorOf(server) as number,
+        greeting,
+        this.upstream.rest,
+        Buffer.concat(fromClient),
+        () => this.finish(),
+      );
+    } catch {
+      // (Out of descriptors or memory.) The connection ends like any other.
+      this.closed = true;
+      client.destroy();
+      server.destroy();
+      onClose();
+      return;
+    }
     // The relay holds its own descriptors: Node's go, the connections stay.
     client.destroy();
     server.destroy();

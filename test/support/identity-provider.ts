@@ -68,6 +68,10 @@ export async function startIdentityProvider(audience = "todo-app"): Promise<Iden
       res.writeHead(404).end();
     }
   });
+  // Longer than any client keeps an idle connection (undici: 4 s), so that a
+  // test's fetch never reuses a connection the server is closing that moment
+  // (ECONNRESET under load with Node's default of 5 s).
+  server.keepAliveTimeout = 60_000;
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));
   const address = server.address();
   issuer = `http://127.0.0.1:${typeof address === "object" && address ? address.port : 0}`;
