@@ -46,7 +46,8 @@ it("runs tsc when a source is newer than the last build, and not otherwise", () 
     `import { appendFileSync } from "node:fs";\nappendFileSync(${JSON.stringify(join(project, "native"))}, process.argv.slice(2).join(" ") + "\\n");\n`,
   );
   const build = () => execFileSync("node", [join(project, "scripts", "build-if-stale.mjs")]);
-  const nativeRuns = () => readFileSync(join(project, "native"), "utf8").split("\n").filter(Boolean);
+  const nativeRuns = () =>
+    readFileSync(join(project, "native"), "utf8").split("\n").filter(Boolean);
   const runs = () => readFileSync(calls, "utf8").split("\n").filter(Boolean).length;
 
   build();

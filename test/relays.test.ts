@@ -14,7 +14,15 @@ import { nativeRelay } from "../src/gateway/native.js";
 import { type Gateway, startGateway } from "../src/gateway/server.js";
 import { expect2xx } from "./support/app.js";
 import { query } from "./support/database.js";
-import { connectPg, type Door, doorUser, providedDoors } from "./support/gateway.js";
+import {
+  connectPg,
+  type Door,
+  doorUser,
+  errorFields,
+  frontend,
+  providedDoors,
+  RawClient,
+} from "./support/gateway.js";
 
 const api = inject("apiUrl");
 const database = inject("database");
@@ -177,6 +185,34 @@ suite("the %s relay", (kind) => {
       message: "a statement ran longer than the gateway allows (1.5 s)",
     });
     await within(2000, async () => !(await backendAlive(pid)));
+  });
+
+  it("tells a client that is still sending why its connection ends (no reset in place of the message)", async () => {
+    const user = await doorUser(api, `relay-${kind}-still-sending`);
+    const raw = await RawClient.login(door, user.email, user.password);
+    try {
+      raw.write(frontend.query("set statement_timeout = 0"));
+      await raw.untilReady(1);
+      // The statement the limit ends, then megabytes more that the busy
+      // server does not read: they back up in the relay and in the kernel,
+      // unread when the connection ends.
+      raw.write(frontend.query(IGNORES_CANCEL));
+      const more = frontend.query(`select '${"x".repeat(8000)}'`);
+      for (let i = 0; i < 2000; i++) raw.socket.write(more);
+      // Nor does it read for a while: the message waits in the kernel.
+      raw.socket.pause();
+      await new Promise((r) => setTimeout(r, 2500));
+      raw.socket.resume();
+      const [error] = (await raw.until((m) => m.type === "E", 10_000)).filter(
+        (m) => m.type === "E",
+      );
+      expect(errorFields(error?.body as Buffer)).toEqual({
+        code: "57014",
+        message: "a statement ran longer than the gateway allows (1.5 s)",
+      });
+    } finally {
+      raw.socket.destroy();
+    }
   });
 
   it("ends a transaction left idle at the idle-in-transaction limit, telling the client why", async () => {

@@ -38,11 +38,19 @@ typedef struct {
   size_t start, end, cap;
 } Pending;
 
+// How a connection ends: the server's side is closed at once; what is queued
+// for the client is written; then the client is sent its end (FIN) and what
+// it still sends is read and dropped until it closes too, or the drain time
+// is up. (Closing a socket with unread input makes the kernel send a reset,
+// which can destroy what was just written: the error message saying why.)
+enum { RELAYING = 0, DRAINING = 1, CLOSING = 2 };
+
 typedef struct {
   int used;     // the slot holds a connection JavaScript has not released
   int open;     // its sockets are still ours
-  int ending;   // told to end: the server's side is closed, the client's drains
+  int ending;   // RELAYING, DRAINING or CLOSING
   double drainUntil;
+  uint64_t generation;
   int fd[2];
   uint32_t events[2];  // what epoll watches on each side now
   Pending out[2];      // bytes waiting to be written to each side
@@ -65,6 +73,8 @@ static size_t capacity;
 static int epfd = -1, wake = -1;
 static unsigned char buffer[READ_SIZE];
 static int started;
+static size_t endingCount;   // open connections that are DRAINING or CLOSING
+static uint64_t generations; // one per connection adopted, to tell a slot's tenants apart
 
 static double nowMs(void) {
   struct timespec t;
@@ -137,15 +147,23 @@ static void track(Conn *c, const unsigned char *chunk, size_t n) {
 
 static int atBoundary(Conn *c) { return c->remaining == 0 && c->have == 0; }
 
-// What epoll should watch on one side: reading while the other side has
-// nothing queued (backpressure), writing while this side has bytes queued.
+static int queued(const Pending *p) { return p->start != p->end; }
+
+// What epoll should watch on each side. Relaying: reading a side while the
+// other has nothing queued (backpressure), writing a side while it has
+// bytes queued. Ending: only the client's side is left, read (to drop what
+// it sends) and written while bytes are queued for it.
 static void watch(size_t id) {
   Conn *c = &conns[id];
   for (int side = 0; side < 2; side++) {
     if (c->fd[side] < 0) continue;
     uint32_t events = 0;
-    if (!c->ending && c->out[1 - side].start == c->out[1 - side].end) events |= EPOLLIN;
-    if (c->out[side].start != c->out[side].end) events |= EPOLLOUT;
+    if (c->ending != RELAYING) {
+      events = EPOLLIN | (queued(&c->out[side]) ? EPOLLOUT : 0);
+    } else {
+      if (!queued(&c->out[1 - side])) events |= EPOLLIN;
+      if (queued(&c->out[side])) events |= EPOLLOUT;
+    }
     if (events != c->events[side]) {
       struct epoll_event e = {.events = events, .data.u64 = key(id, side)};
       epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd[side], &e);
@@ -159,28 +177,51 @@ static void freePending(Pending *p) {
   memset(p, 0, sizeof *p);
 }
 
-// Both sockets closed (the client's after what was written to it), and JavaScript told.
+static void closeSide(Conn *c, int side) {
+  if (c->fd[side] < 0) return;
+  epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd[side], NULL);
+  close(c->fd[side]);
+  c->fd[side] = -1;
+  freePending(&c->out[side]);
+}
+
+// Reads and drops what a side sends, a bounded amount per call (a client
+// sending without pause must not hold the thread): 0 while it is there,
+// -1 once it has closed or failed.
+static int discard(Conn *c, int side) {
+  for (int reads = 0; reads < 16; reads++) {
+    ssize_t n = recv(c->fd[side], buffer, READ_SIZE, 0);
+    if (n > 0) continue;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    return -1;
+  }
+  return 0;
+}
+
+// Both sockets closed and JavaScript told, once.
 static void closeConn(size_t id) {
   Conn *c = &conns[id];
   if (!c->open) return;
   c->open = 0;
-  for (int side = 0; side < 2; side++) {
-    if (c->fd[side] < 0) continue;
-    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd[side], NULL);
-    if (side == CLIENT) shutdown(c->fd[side], SHUT_WR);
-    close(c->fd[side]);
-    c->fd[side] = -1;
-    freePending(&c->out[side]);
+  if (c->ending != RELAYING) endingCount--;
+  if (c->fd[CLIENT] >= 0) discard(c, CLIENT); // unread input would turn the close into a reset
+  closeSide(c, CLIENT);
+  closeSide(c, SERVER);
+  if (c->closed) {
+    napi_call_threadsafe_function(c->closed, (void *)(uintptr_t)(id + 1), napi_tsfn_nonblocking);
+    napi_release_threadsafe_function(c->closed, napi_tsfn_release);
+    c->closed = NULL;
+  } else {
+    c->used = 0; // its JavaScript environment is gone: nobody will release the slot
   }
-  napi_call_threadsafe_function(c->closed, (void *)(uintptr_t)(id + 1), napi_tsfn_nonblocking);
-  napi_release_threadsafe_function(c->closed, napi_tsfn_release);
 }
 
 // Writes what is queued for one side; -1 when that side is gone.
 static int flush(Conn *c, int side) {
   Pending *p = &c->out[side];
   while (p->start < p->end) {
-    ssize_t n = write(c->fd[side], p->data + p->start, p->end - p->start);
+    ssize_t n = send(c->fd[side], p->data + p->start, p->end - p->start, MSG_NOSIGNAL);
     if (n > 0) {
       p->start += (size_t)n;
     } else if (n < 0 && errno == EINTR) {
@@ -195,14 +236,44 @@ static int flush(Conn *c, int side) {
   return 0;
 }
 
+// Ending, once the client's queue is written: its end (FIN) goes after it.
+static void drained(size_t id) {
+  Conn *c = &conns[id];
+  if (flush(c, CLIENT) < 0) {
+    closeConn(id);
+    return;
+  }
+  if (c->ending == DRAINING && !queued(&c->out[CLIENT])) {
+    shutdown(c->fd[CLIENT], SHUT_WR);
+    c->ending = CLOSING;
+  }
+  watch(id);
+}
+
+// The server's side closes now (asked for, or the server went); the client's drains.
+static void beginEnding(size_t id) {
+  Conn *c = &conns[id];
+  if (!c->open || c->ending != RELAYING) return;
+  c->ending = DRAINING;
+  endingCount++;
+  c->drainUntil = nowMs() + DRAIN_MS;
+  closeSide(c, SERVER);
+  drained(id);
+}
+
+// A side is gone: the client (everything closes) or the server (its last words drain).
+static void gone(size_t id, int side) {
+  if (side == CLIENT) closeConn(id);
+  else beginEnding(id);
+}
+
 // One read from `side`, written on to the other side (what does not fit waits there).
 static void pump(size_t id, int side) {
   Conn *c = &conns[id];
-  ssize_t n = read(c->fd[side], buffer, READ_SIZE);
+  ssize_t n = recv(c->fd[side], buffer, READ_SIZE, 0);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
   if (n <= 0) {
-    if (side == SERVER) flush(c, CLIENT);  // the server's last words, as far as they go now
-    closeConn(id);
+    gone(id, side);
     return;
   }
   if (side == SERVER) {
@@ -217,9 +288,9 @@ static void pump(size_t id, int side) {
   int other = 1 - side;
   Pending *p = &c->out[other];
   size_t written = 0;
-  if (p->start == p->end) {
+  if (!queued(p)) {
     while (written < (size_t)n) {
-      ssize_t w = write(c->fd[other], buffer + written, (size_t)n - written);
+      ssize_t w = send(c->fd[other], buffer + written, (size_t)n - written, MSG_NOSIGNAL);
       if (w > 0) {
         written += (size_t)w;
       } else if (w < 0 && errno == EINTR) {
@@ -227,7 +298,7 @@ static void pump(size_t id, int side) {
       } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         break;
       } else {
-        closeConn(id);
+        gone(id, other);
         return;
       }
     }
@@ -239,67 +310,58 @@ static void pump(size_t id, int side) {
   watch(id);
 }
 
-static void startEnding(size_t id) {
+static void handle(size_t id, int side, uint32_t happened) {
   Conn *c = &conns[id];
-  if (c->fd[SERVER] >= 0) {
-    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd[SERVER], NULL);
-    close(c->fd[SERVER]);
-    c->fd[SERVER] = -1;
-    freePending(&c->out[SERVER]);
+  if (happened & EPOLLOUT) {
+    if (flush(c, side) < 0) {
+      gone(id, side);
+      return;
+    }
+    if (c->ending != RELAYING) {
+      drained(id);
+      if (!c->open) return;
+    } else {
+      watch(id);
+    }
   }
-  if (flush(c, CLIENT) < 0 || c->out[CLIENT].start == c->out[CLIENT].end) {
-    closeConn(id);
-    return;
+  if (!(happened & (EPOLLIN | EPOLLHUP | EPOLLERR))) return;
+  if (c->ending != RELAYING) {
+    if (discard(c, CLIENT) < 0) closeConn(id);
+  } else if (c->events[side] & EPOLLIN) {
+    pump(id, side);
+  } else {
+    gone(id, side); // a hang-up or an error while its input waits for the other side
   }
-  c->drainUntil = nowMs() + DRAIN_MS;
-  watch(id);
 }
 
 static void *loop(void *unused) {
   (void)unused;
   struct epoll_event events[64];
   for (;;) {
-    int n = epoll_wait(epfd, events, 64, 250);
+    pthread_mutex_lock(&lock);
+    int timeout = endingCount > 0 ? 100 : -1;
+    pthread_mutex_unlock(&lock);
+    int n = epoll_wait(epfd, events, 64, timeout);
     pthread_mutex_lock(&lock);
     for (int i = 0; i < n; i++) {
       uint64_t k = events[i].data.u64;
       if (k == UINT64_MAX) {
         uint64_t count;
         if (read(wake, &count, sizeof count) < 0) { /* nothing to read: spurious */ }
-        for (size_t id = 0; id < capacity; id++) {
-          Conn *c = &conns[id];
-          if (c->open && c->ending && c->drainUntil == 0) startEnding(id);
-        }
-        continue;
+        continue; // (a connection began ending: the timeout below now counts)
       }
       size_t id = (size_t)(k >> 1);
       int side = (int)(k & 1);
+      // (An event of a connection closed earlier in this batch, or of a slot's earlier tenant.)
       if (id >= capacity || !conns[id].open || conns[id].fd[side] < 0) continue;
-      Conn *c = &conns[id];
-      uint32_t happened = events[i].events;
-      if (happened & EPOLLOUT) {
-        if (flush(c, side) < 0) {
-          closeConn(id);
-          continue;
-        }
-        if (c->ending && c->out[CLIENT].start == c->out[CLIENT].end) {
-          closeConn(id);
-          continue;
-        }
-        watch(id);
-      }
-      if (c->open && (happened & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
-        if (c->ending) {
-          if (happened & (EPOLLHUP | EPOLLERR)) closeConn(id);
-        } else {
-          pump(id, side);
-        }
-      }
+      handle(id, side, events[i].events);
     }
-    double now = nowMs();
-    for (size_t id = 0; id < capacity; id++) {
-      Conn *c = &conns[id];
-      if (c->open && c->ending && c->drainUntil > 0 && now > c->drainUntil) closeConn(id);
+    if (endingCount > 0) {
+      double now = nowMs();
+      for (size_t id = 0; id < capacity; id++) {
+        Conn *c = &conns[id];
+        if (c->open && c->ending != RELAYING && now > c->drainUntil) closeConn(id);
+      }
     }
     pthread_mutex_unlock(&lock);
   }
@@ -325,6 +387,24 @@ static void callClosed(napi_env env, napi_value callback, void *context, void *d
   napi_call_function(env, global, callback, 1, &id, NULL);
 }
 
+// A connection's threadsafe function is gone with its JavaScript environment
+// (a worker that ended, the process exiting): never to be called again.
+typedef struct {
+  size_t id;  // SIZE_MAX until the connection has its slot
+  uint64_t generation;
+} Tenant;
+
+static void closedFinalized(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  Tenant *tenant = data;
+  pthread_mutex_lock(&lock);
+  size_t id = tenant->id;
+  if (id < capacity && conns[id].generation == tenant->generation) conns[id].closed = NULL;
+  pthread_mutex_unlock(&lock);
+  free(tenant);
+}
+
 // start(): the thread, once per process (every Node environment in it shares it).
 static napi_value Start(napi_env env, napi_callback_info info) {
   (void)info;
@@ -338,6 +418,10 @@ static napi_value Start(napi_env env, napi_callback_info info) {
         pthread_create(&thread, NULL, loop, NULL) == 0) {
       pthread_detach(thread);
       started = 1;
+    } else {
+      if (epfd >= 0) close(epfd);
+      if (wake >= 0) close(wake);
+      epfd = wake = -1;
     }
   }
   int ok = started;
@@ -371,16 +455,28 @@ static napi_value Adopt(napi_env env, napi_callback_info info) {
     }
   }
   napi_threadsafe_function closed;
+  Tenant *tenant = malloc(sizeof *tenant);
+  if (!tenant) {
+    napi_throw_error(env, NULL, "native relay: out of memory");
+    return NULL;
+  }
+  tenant->id = SIZE_MAX;
+  tenant->generation = 0;
   CHECK(napi_create_string_utf8(env, "relay closed", NAPI_AUTO_LENGTH, &name));
-  CHECK(napi_create_threadsafe_function(env, argv[5], NULL, name, 0, 1, NULL, NULL, NULL,
-                                        callClosed, &closed));
+  if (napi_create_threadsafe_function(env, argv[5], NULL, name, 0, 1, tenant, closedFinalized,
+                                      NULL, callClosed, &closed) != napi_ok) {
+    free(tenant);
+    napi_throw_error(env, NULL, "native relay: could not create its callback");
+    return NULL;
+  }
   // Nothing of ours keeps Node running: the gateway's own handles do that.
   CHECK(napi_unref_threadsafe_function(env, closed));
   int own[2];
   for (int side = 0; side < 2; side++) {
     own[side] = fcntl(fds[side], F_DUPFD_CLOEXEC, 3);
     if (own[side] < 0 || fcntl(own[side], F_SETFL, fcntl(own[side], F_GETFL) | O_NONBLOCK) < 0) {
-      if (side == 1 && own[0] >= 0) close(own[0]);
+      if (own[side] >= 0) close(own[side]);
+      if (side == 1) close(own[0]);
       napi_release_threadsafe_function(closed, napi_tsfn_release);
       napi_throw_error(env, NULL, "native relay: could not take over the sockets");
       return NULL;
@@ -410,6 +506,9 @@ static napi_value Adopt(napi_env env, napi_callback_info info) {
   c->fd[CLIENT] = own[0];
   c->fd[SERVER] = own[1];
   c->closed = closed;
+  c->generation = ++generations;
+  tenant->id = id;
+  tenant->generation = c->generation;
   double now = nowMs();
   c->ready = 1;
   c->status = 'I';
@@ -492,10 +591,13 @@ static napi_value End(napi_env env, napi_callback_info info) {
   size_t length = 0;
   if (argc > 1) bytesOf(env, argv[1], &bytes, &length);
   pthread_mutex_lock(&lock);
-  if (id < capacity && conns[id].open && !conns[id].ending) {
+  if (id < capacity && conns[id].open && conns[id].ending == RELAYING) {
     Conn *c = &conns[id];
     if (bytes && atBoundary(c)) append(&c->out[CLIENT], bytes, length);
-    c->ending = 1;
+    // Here and now, as the JavaScript relay does: nothing of the server's
+    // may follow the message. (Everything below is the lock's to do.)
+    beginEnding(id);
+    // The thread learns that it has a drain time to watch.
     uint64_t one = 1;
     if (write(wake, &one, sizeof one) < 0) { /* the counter is full: the thread is awake anyway */ }
   }
