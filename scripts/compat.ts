@@ -28,7 +28,6 @@ const SUITES = [
   "test/security.test.ts",
   "test/hardening.test.ts",
   "test/gateway.test.ts",
-  "test/relays.test.ts",
   "test/door-abuse.test.ts",
   "test/email.test.ts",
   "test/device.test.ts",

@@ -86,6 +86,7 @@ const suite = provided ? describe.each(kinds) : describe.skip.each(kinds);
 suite("the %s relay", (kind) => {
   let gateway: Gateway;
   let door: Door;
+  const logged: string[] = [];
 
   beforeAll(async () => {
     gateway = await startGateway({
@@ -98,6 +99,7 @@ suite("the %s relay", (kind) => {
       limits: LIMITS,
       pollIntervalMs: 100,
       relay: kind,
+      log: (line) => logged.push(line),
     });
     door = { host: gateway.host, port: gateway.port, database: String(database.database) };
   });
@@ -106,8 +108,14 @@ suite("the %s relay", (kind) => {
     await gateway?.close();
   });
 
-  it("is the one the gateway uses", () => {
+  it("is the one the gateway uses, for every plain connection", async () => {
     expect(gateway.relay.kind).toBe(kind);
+    const user = await doorUser(api, `relay-${kind}-which`);
+    const client = await connectPg(door, user.email, user.password);
+    await client.end();
+    const connected = logged.filter((line) => line.includes(`gateway: ${user.email} connected`));
+    expect(connected).toHaveLength(1);
+    expect(connected[0]).toContain(`, ${kind} relay)`);
   });
 
   it("carries queries, parameters and concurrent connections", async () => {

@@ -501,7 +501,7 @@ class DoorGateway {
         ? new NativeRelay(this.native, socket, upstream, user, sessionId)
         : new StreamRelay(socket, upstream, user, sessionId);
     this.relays.add(relay);
-    this.log(`gateway: ${user} connected (${label}), session ${sessionId}`);
+    this.log(`gateway: ${user} connected (${label}, ${relay.kind} relay), session ${sessionId}`);
     const greeting = Buffer.concat([
       authenticationOk(),
       ...upstream.parameterStatus,
