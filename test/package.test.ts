@@ -1,7 +1,7 @@
 // The package as users get it: `npm pack` output installed into a scratch
 // project, imported as a library with its types.
 
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import {
   existsSync,
   mkdirSync,
@@ -13,19 +13,39 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "../src/net.js";
 import { npmStart } from "./support/deploy-local-process.js";
 
 const ROOT = join(import.meta.dirname, "..");
+
+/**
+ * A long command (npm pack, install, ci, a project's whole test run), run
+ * without blocking this file's process: vitest's worker must hear back from
+ * its runner within 60 s, which a synchronous minute of npm on a loaded
+ * machine does not allow. Its standard output.
+ */
+async function run(
+  command: string,
+  args: string[],
+  options: { cwd: string; env?: NodeJS.ProcessEnv },
+): Promise<string> {
+  const { stdout } = await promisify(execFile)(command, args, {
+    ...options,
+    encoding: "utf8",
+    maxBuffer: 64 * 1024 * 1024,
+  });
+  return stdout;
+}
 let work: string;
 let scratch: string;
 let tarball: string;
 
-beforeAll(() => {
+beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), "package-test-"));
   scratch = join(work, "scratch");
-  execFileSync("npm", ["pack", "--pack-destination", work], { cwd: ROOT, stdio: "pipe" });
+  await run("npm", ["pack", "--pack-destination", work], { cwd: ROOT });
   tarball = join(work, readdirSync(work).find((f) => f.endsWith(".tgz")) as string);
   mkdirSync(scratch);
   writeFileSync(
@@ -34,10 +54,10 @@ beforeAll(() => {
   );
   // Optional dependencies (the PostgreSQL and PostgREST binaries) are not
   // needed to import the library; leaving them out keeps this quick.
-  execFileSync(
+  await run(
     "npm",
     ["install", "--no-audit", "--no-fund", "--prefer-offline", "--omit=optional", tarball],
-    { cwd: scratch, stdio: "pipe" },
+    { cwd: scratch },
   );
 }, 120_000);
 
@@ -128,16 +148,8 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     expect(manifest.dependencies["postgrest-sessions"]).toMatch(
       /^file:vendor\/postgrest-sessions-.*\.tgz$/,
     );
-    execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], {
-      cwd: project,
-      stdio: "pipe",
-    });
-    const output = execFileSync("npm", ["test"], {
-      cwd: project,
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "pipe"],
-      env: projectEnvironment(),
-    });
+    await run("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], { cwd: project });
+    const output = await run("npm", ["test"], { cwd: project, env: projectEnvironment() });
     expect(output).toMatch(/Test Files +2 passed \(2\)/);
     expect(output).toMatch(/Tests +\d+ passed/);
 
@@ -150,7 +162,7 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     expect(started.output).toContain("stopped; removed");
   }, 240_000);
 
-  it("scaffolds a project with single sign-on, the database doors with psql's browser sign-in and accounts by email (init --sso --device --email) that is green at once", () => {
+  it("scaffolds a project with single sign-on, the database doors with psql's browser sign-in and accounts by email (init --sso --device --email) that is green at once", async () => {
     const project = join(work, "notes-with-doors");
     execFileSync(
       join(scratch, "node_modules", ".bin", "postgrest-sessions"),
@@ -174,14 +186,9 @@ export const wrong: LocalDeploymentOptions = { port: "3000" };
     expect(readme).toContain("`email.sql.md`: accounts by email");
     expect(readme).toContain("`device.sql.md`: psql 18 signs in through the browser");
     expect(readme).toContain("`migrations/NNN-name.sql.md`, from 007.");
-    execFileSync("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], {
+    await run("npm", ["ci", "--no-audit", "--no-fund", "--prefer-offline"], { cwd: project });
+    const output = await run("npm", ["test", "--", "--reporter=verbose"], {
       cwd: project,
-      stdio: "pipe",
-    });
-    const output = execFileSync("npm", ["test", "--", "--reporter=verbose"], {
-      cwd: project,
-      encoding: "utf8",
-      stdio: ["ignore", "pipe", "pipe"],
       env: projectEnvironment(),
     });
     expect(output).toMatch(/Test Files +2 passed \(2\)/);
