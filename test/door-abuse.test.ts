@@ -13,6 +13,7 @@ import { type Gateway, startGateway } from "../src/gateway/server.js";
 import { freePort } from "../src/net.js";
 import { deployLocal } from "../src/serving/deploy.js";
 import { expectStatus } from "./support/app.js";
+import { backendAlive, backendPid, IGNORES_CANCEL, sleep, within } from "./support/backends.js";
 import { newUser, TestClient } from "./support/client.js";
 import { query } from "./support/database.js";
 import {
@@ -41,41 +42,6 @@ const LIMITS = {
   maxPending: 12,
   maxPendingPerAddress: 4,
 };
-
-/** A statement that PostgreSQL's own cancel cannot stop: it catches query_canceled. */
-const IGNORES_CANCEL = `do $$ begin
-  loop
-    begin
-      perform pg_sleep(0.2);
-    exception when query_canceled then
-      null;
-    end;
-  end loop;
-end $$`;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function within(ms: number, condition: () => boolean | Promise<boolean>): Promise<void> {
-  const started = performance.now();
-  while (performance.now() - started < ms) {
-    if (await condition()) return;
-    await sleep(25);
-  }
-  throw new Error(`not within ${ms} ms`);
-}
-
-async function backendAlive(pid: number): Promise<boolean> {
-  const [row] = await query<{ n: number }>(
-    "select count(*)::int as n from pg_stat_activity where pid = $1",
-    [pid],
-  );
-  return row?.n === 1;
-}
-
-async function backendPid(client: pg.Client): Promise<number> {
-  const { rows } = await client.query<{ pid: number }>("select pg_backend_pid() as pid");
-  return rows[0]?.pid as number;
-}
 
 function upstream() {
   return {

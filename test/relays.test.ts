@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { nativeRelay } from "../src/gateway/native.js";
 import { type Gateway, startGateway } from "../src/gateway/server.js";
 import { expect2xx } from "./support/app.js";
+import { backendAlive, backendPid, IGNORES_CANCEL, sleep, within } from "./support/backends.js";
 import { query } from "./support/database.js";
 import {
   connectPg,
@@ -40,37 +41,6 @@ const kinds = (["native", "javascript"] as const).filter(
 );
 
 const LIMITS = { maxStatementMs: 1500, maxTransactionMs: 4000, maxIdleInTransactionMs: 1000 };
-
-/** A statement PostgreSQL's own cancel cannot stop: it catches query_canceled. */
-const IGNORES_CANCEL = `do $$ begin
-  loop
-    begin perform pg_sleep(0.2); exception when query_canceled then null; end;
-  end loop;
-end $$`;
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function within(ms: number, condition: () => boolean | Promise<boolean>): Promise<void> {
-  const started = performance.now();
-  while (performance.now() - started < ms) {
-    if (await condition()) return;
-    await sleep(25);
-  }
-  throw new Error(`not within ${ms} ms`);
-}
-
-async function backendAlive(pid: number): Promise<boolean> {
-  const [row] = await query<{ n: number }>(
-    "select count(*)::int as n from pg_stat_activity where pid = $1",
-    [pid],
-  );
-  return row?.n === 1;
-}
-
-async function backendPid(client: pg.Client): Promise<number> {
-  return (await client.query<{ pid: number }>("select pg_backend_pid() as pid")).rows[0]
-    ?.pid as number;
-}
 
 /** The error a client gets when the gateway ends its connection, with the client's end. */
 function endedWith(client: pg.Client): Promise<{ code?: string; message: string }> {
