@@ -80,6 +80,19 @@ export interface RelayState {
   active: boolean;
 }
 
+/** A connection just logged in: the server ready, no transaction, nothing sent yet. */
+function freshState(): RelayState {
+  const now = performance.now();
+  return {
+    ready: true,
+    status: "I",
+    busySince: now,
+    readySince: now,
+    transactionSince: 0,
+    active: false,
+  };
+}
+
 /**
  * Reads message boundaries and ReadyForQuery statuses from the server's byte
  * stream without copying it: one header parse per message, in place.
@@ -142,15 +155,7 @@ export class StreamRelay implements DoorRelay {
     readonly user: string,
     readonly sessionId: number,
   ) {
-    const now = performance.now();
-    this.state = {
-      ready: true,
-      status: "I",
-      busySince: now,
-      readySince: now,
-      transactionSince: 0,
-      active: false,
-    };
+    this.state = freshState();
     this.server = new ServerStream((status) => this.serverReady(status));
   }
 
@@ -269,15 +274,7 @@ export class NativeRelay implements DoorRelay {
     readonly user: string,
     readonly sessionId: number,
   ) {
-    const now = performance.now();
-    this.last = {
-      ready: true,
-      status: "I",
-      busySince: now,
-      readySince: now,
-      transactionSince: 0,
-      active: false,
-    };
+    this.last = freshState();
   }
 
   /** Whether these two sockets can be handed over: plain ones, nothing left to write. */
